@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  make serve   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+SHARED ?= ../shared
+HOST   ?= 0.0.0.0
+PORT   ?= 8000
+BIN     = $(VENV)/bin
+
+.PHONY: install models serve test lint format clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[tf,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Real models from ../shared/models when it is there (offline), else the official downloads.
+models:
+	@if [ -d "$(SHARED)/models" ]; then ./download_volume.sh --from "$(SHARED)/models"; \
+	else ./download_volume.sh; fi
+
+serve: install models
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/mypy app
+
+format: install
+	$(BIN)/ruff format app tests
+	$(BIN)/ruff check --fix app tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,10 @@
+"""Assembles the routers; nothing else."""
+
+from fastapi import APIRouter
+
+from app.api.routes import classify, health, models
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(models.router)
+api_router.include_router(classify.router)

@@ -1,0 +1,33 @@
+"""Liveness is trivial; readiness depends on the models (503 until they are loaded)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.schemas import Liveness, Readiness
+from app.deps import RegistryDep, SettingsDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live", response_model=Liveness, summary="The process answers")
+async def live() -> Liveness:
+    return Liveness()
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "models still loading, or none usable"}},
+    summary="200 once the models are loaded (see REQUIRE_ALL_MODELS)",
+)
+async def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+    states = {entry.spec.name: entry.state for entry in registry.entries()}
+    if registry.is_ready(require_all=settings.require_all_models):
+        body, status = Readiness(status="ready", models=states), 200
+    elif not registry.loading_done:
+        body, status = Readiness(status="loading", models=states), 503
+    else:
+        body, status = Readiness(status="not_ready", models=states), 503
+    return JSONResponse(body.model_dump(), status_code=status)

@@ -1,0 +1,133 @@
+"""The public contract: every response body is one of these models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SpeciesResult(BaseModel):
+    rank: int = Field(ge=1, description="1 = best")
+    index: int = Field(ge=0, description="class index in the model's label map")
+    scientific_name: str
+    common_name: str | None = Field(default=None, description="where the label files give one")
+    score: float = Field(ge=0.0, le=1.0, description="the model's probability for this class")
+
+
+class ImageInfo(BaseModel):
+    source: Literal["url", "upload"]
+    format: str
+    width: int = Field(description="pixels, after EXIF orientation")
+    height: int
+    bytes: int
+
+
+class Timings(BaseModel):
+    fetch_ms: float | None = Field(default=None, description="downloading img_url; null for uploads")
+    decode_ms: float
+    infer_ms: float
+    total_ms: float
+
+
+class ClassificationResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "aiy_birds_v1",
+                    "model_version": "3",
+                    "results": [
+                        {
+                            "rank": 1,
+                            "index": 659,
+                            "scientific_name": "Poecile atricapillus",
+                            "common_name": "Black-capped Chickadee",
+                            "score": 0.7188,
+                        },
+                        {
+                            "rank": 2,
+                            "index": 660,
+                            "scientific_name": "Poecile carolinensis",
+                            "common_name": "Carolina Chickadee",
+                            "score": 0.0781,
+                        },
+                    ],
+                    "no_match": False,
+                    "no_match_reason": None,
+                    "background_score": 0.0,
+                    "image": {
+                        "source": "url",
+                        "format": "JPEG",
+                        "width": 1024,
+                        "height": 768,
+                        "bytes": 181240,
+                    },
+                    "timings_ms": {"fetch_ms": 35.2, "decode_ms": 6.1, "infer_ms": 2.4, "total_ms": 44.8},
+                }
+            ]
+        },
+    )
+
+    model: str = Field(description="manifest name of the model that answered")
+    model_version: str
+    results: list[SpeciesResult] = Field(description="best first; never the background class")
+    no_match: bool = Field(
+        description="true when the background class wins or the best species is under the "
+        "confidence threshold: the results are then only guesses"
+    )
+    no_match_reason: Literal["background", "low_confidence"] | None = None
+    background_score: float | None = Field(
+        default=None, description="probability of the background class, for models that have one"
+    )
+    image: ImageInfo
+    timings_ms: Timings
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    task: Literal["classifier", "embedder"]
+    format: Literal["tflite", "saved_model"]
+    version: str
+    description: str
+    group: str | None = Field(description="legacy route: group 'bird' serves POST /bird_url")
+    endpoint: str | None = Field(description="where to send photos for this model")
+    state: Literal["pending", "loading", "ready", "missing", "failed"]
+    reason: str | None = Field(description="why the model is not ready")
+    num_classes: int | None
+    output_dim: int | None
+    input_size: tuple[int, int]
+    background_index: int | None
+    sha256: str | None
+    load_seconds: float | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "not_ready"]
+    models: dict[str, str] = Field(description="model name -> state")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable error code")
+    message: str = Field(description="what went wrong, and what to do about it")
+    detail: dict[str, Any] = {}
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries so /docs shows the error shape for each status a route can return."""
+    return {status: {"model": ErrorResponse} for status in statuses}

@@ -1,0 +1,38 @@
+"""Everything a handler needs, built once in the lifespan and reached through these aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.imaging.fetch import ImageFetcher
+from app.models.registry import Registry
+from app.models.runner import InferenceRunner
+from app.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def _runner(request: Request) -> InferenceRunner:
+    runner: InferenceRunner = request.app.state.runner
+    return runner
+
+
+def _fetcher(request: Request) -> ImageFetcher:
+    fetcher: ImageFetcher = request.app.state.fetcher
+    return fetcher
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+RunnerDep = Annotated[InferenceRunner, Depends(_runner)]
+FetcherDep = Annotated[ImageFetcher, Depends(_fetcher)]

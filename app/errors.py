@@ -1,0 +1,112 @@
+"""The service's one error tree.
+
+Code below ``app/api`` raises these, never ``HTTPException``; ``app.main`` renders every one as
+``{"error": {"code", "message", "detail"}}`` with the class's status. Callers catch at the level
+they care about::
+
+    ServiceError                      500 internal_error
+    ├── BadRequest                    400 bad_request
+    │   ├── InvalidURL                400 invalid_url
+    │   └── URLNotAllowed             400 url_not_allowed
+    ├── PayloadTooLarge               413 too_large
+    ├── UnsupportedMediaType          415 not_an_image
+    ├── UndecodableImage              422 undecodable_image
+    ├── NotFound                      404 not_found
+    │   └── ModelNotFound             404 model_not_found
+    ├── UpstreamError                 502 upstream_error     (the image host failed)
+    ├── UpstreamTimeout               504 upstream_timeout   (the image host was too slow)
+    └── Unavailable                   503 unavailable
+        ├── ModelUnavailable          503 model_unavailable  (missing on disk, failed to load)
+        └── Overloaded                503 overloaded         (+ Retry-After)
+
+Pillow, httpx and the model runtimes have their errors translated where they are called
+(``imaging/decode.py``, ``imaging/fetch.py``, ``models/registry.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ServiceError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail or {}
+        self.headers = headers or {}
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidURL(BadRequest):
+    code = "invalid_url"
+
+
+class URLNotAllowed(BadRequest):
+    code = "url_not_allowed"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "not_an_image"
+
+
+class UndecodableImage(ServiceError):
+    status = 422
+    code = "undecodable_image"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class UpstreamError(ServiceError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(ServiceError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+
+
+class ModelUnavailable(Unavailable):
+    code = "model_unavailable"
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(
+            message,
+            detail={"retry_after_s": retry_after_s},
+            headers={"Retry-After": str(retry_after_s)},
+        )

@@ -1,0 +1,1 @@
+"""fetch (URL -> bytes) and decode (bytes -> model-ready pixels)."""

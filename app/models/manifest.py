@@ -1,0 +1,116 @@
+"""The model manifest: one TOML entry per model, so adding a model is data, not code.
+
+``volumes/models/models.toml`` holds ``[[models]]`` tables; relative paths resolve against the
+manifest's own folder, so a volume can be mounted anywhere.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Task = Literal["classifier", "embedder"]
+Format = Literal["tflite", "saved_model"]
+
+
+class InputSpec(BaseModel):
+    """What the network expects: RGB pixels resized to ``size`` and mapped linearly from
+    0..255 onto ``range`` in ``dtype`` (the AIY TFLite models take raw uint8 0..255;
+    TF-Hub image models take float32 0..1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: tuple[int, int] = Field(default=(224, 224), description="height, width")
+    dtype: Literal["uint8", "float32"] = "uint8"
+    range: tuple[float, float] = (0.0, 255.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if min(self.size) < 1 or max(self.size) > 4096:
+            raise ValueError(f"input size {self.size} out of bounds")
+        if self.dtype == "uint8" and self.range != (0.0, 255.0):
+            raise ValueError("uint8 input takes raw pixels: range must be [0, 255]")
+        return self
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    task: Task
+    format: Format
+    version: str = "1"
+    description: str = ""
+    # Legacy route group: "bird" serves POST /bird_url.
+    group: str | None = Field(default=None, pattern=r"^[a-z]+$")
+    file: str | None = None  # a .tflite file or a SavedModel folder, relative to the manifest
+    handle: str | None = None  # a TF-Hub handle, resolved through TFHUB_CACHE_DIR
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    labels: str | None = None  # csv (id,name[,common_name]) or txt, one class per line
+    common_names: str | None = None  # txt, "Scientific name (Common Name)" per line
+    background_index: int | None = Field(default=None, ge=0)
+    input: InputSpec = InputSpec()
+    output: Literal["probabilities", "logits", "features"] = "probabilities"
+    # SavedModel: signature and output key; TFLite: name of an intermediate tensor to read.
+    signature: str = "serving_default"
+    output_key: str | None = None
+    source: str = ""  # where download_volume.sh gets the official file
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if (self.file is None) == (self.handle is None):
+            raise ValueError(f"model {self.name}: give exactly one of 'file' or 'handle'")
+        if self.handle is not None and self.format != "saved_model":
+            raise ValueError(f"model {self.name}: a TF-Hub handle needs format 'saved_model'")
+        if self.task == "classifier":
+            if self.labels is None:
+                raise ValueError(f"classifier {self.name} needs a 'labels' file")
+            if self.output == "features":
+                raise ValueError(f"classifier {self.name} must output probabilities or logits")
+        elif self.output != "features":
+            raise ValueError(f"embedder {self.name} must declare output = 'features'")
+        return self
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_dir: Path
+    models: list[ModelSpec] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        for attr in ("name", "group"):
+            seen: set[str] = set()
+            for spec in self.models:
+                value = getattr(spec, attr)
+                if value is None:
+                    continue
+                if value in seen:
+                    raise ValueError(f"two models share {attr} {value!r}")
+                seen.add(value)
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+class ManifestError(Exception):
+    """The manifest is missing or malformed: the server cannot know what to serve."""
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"model manifest {path} not found") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"model manifest {path} unreadable: {exc}") from exc
+    try:
+        return Manifest(base_dir=path.resolve().parent, models=raw.get("models", []))
+    except ValidationError as exc:
+        raise ManifestError(f"model manifest {path} invalid: {exc}") from exc

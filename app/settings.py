@@ -1,0 +1,63 @@
+"""The one configuration object.
+
+Every knob is an environment variable of the same name in upper case (``MODELS_MANIFEST``,
+``ALLOW_PRIVATE_NETWORKS``, ...), or a line in a ``.env`` file. Nothing reads the environment
+at import time: ``Settings()`` is built in the app factory's lifespan or by the CLI, so tests
+configure a server purely through its environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # --- models -------------------------------------------------------------------------
+    models_manifest: Path = Path("volumes/models/models.toml")
+    # Ready means every model that could be loaded has been; with this on, one missing or
+    # broken model keeps /health/ready at 503 (for deployments that must serve all groups).
+    require_all_models: bool = False
+    # Worker threads for decode + inference; each TFLite model keeps one interpreter per worker.
+    inference_workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+    # Threads inside one TFLite interpreter. With one interpreter per worker, 1 keeps the
+    # cores busy without oversubscription.
+    tflite_threads: int = Field(default=1, ge=1, le=64)
+    # Requests admitted beyond the busy workers before new ones get 503 + Retry-After.
+    max_queue: int = Field(default=64, ge=0)
+
+    # --- ranking ------------------------------------------------------------------------
+    top_k_default: int = Field(default=5, ge=1, le=100)
+    # Below this best species probability the answer is flagged no_match (low confidence).
+    min_score: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    # --- image input --------------------------------------------------------------------
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Below Pillow's default (89 Mpx): a 48 Mpx phone photo passes, a decompression bomb does not.
+    max_image_pixels: int = Field(default=60_000_000, gt=0)
+
+    # --- fetching image URLs ------------------------------------------------------------
+    allow_private_networks: bool = False
+    fetch_connect_timeout: PositiveFloat = 5.0
+    fetch_read_timeout: PositiveFloat = 10.0
+    fetch_total_timeout: PositiveFloat = 20.0
+    fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    fetch_user_agent: str = "species-id/0.1"
+
+    # --- serving ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
