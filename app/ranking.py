@@ -43,9 +43,9 @@ def rank(
         species = probs.copy()
         species[background_index] = -np.inf
     k = min(top_k, species.size - (background_index is not None))
-    # argpartition then sort the k: O(n + k log k) instead of sorting all classes.
-    top = np.argpartition(-species, k - 1)[:k] if k < species.size else np.arange(species.size)
-    top = top[np.lexsort((top, -species[top]))][:k]  # score desc, ties by index
+    # A stable sort (a few microseconds for 2k classes) keeps ties in index order, so the same
+    # photo always gets the same list.
+    top = np.argsort(-species, kind="stable")[:k]
     scores = [float(np.clip(species[i], 0.0, 1.0)) for i in top]
 
     reason: NoMatchReason | None = None

@@ -19,8 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from app.models.manifest import InputSpec
 
-# MPO is what many phone cameras write: a JPEG with extra frames.
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF")
+# Openers Pillow may use. The JPEG opener also yields MPO (what many phone cameras write:
+# a JPEG with extra frames), so MPO needs no entry of its own.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -84,6 +85,8 @@ def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
             "HEIC/HEIF/AVIF photos are not supported: send JPEG, PNG, WebP, BMP or GIF",
             detail={"format": "HEIF"},
         )
+    # Pillow registers WebP and MPO only on full init; open(formats=...) does not trigger it.
+    Image.init()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,0 +1,188 @@
+"""Shared fixtures: real models from ../shared, a test-built SavedModel, a local image host and
+the real service started as a uvicorn subprocess on loopback.
+
+Where ../shared is absent, tests marked ``shared`` are skipped with the reason; the rest run on
+the test-built model alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.image_host import ImageHost
+from tests.support.images import encode, photo
+from tests.support.models import build_classifier_savedmodel
+from tests.support.server import REPO, ServiceProcess
+
+SHARED = Path(os.environ.get("SPECIES_SHARED_DIR", REPO.parent / "shared")).resolve()
+MODELS = SHARED / "models"
+HAS_SHARED = (MODELS / "aiy_birds_v1" / "model.tflite").is_file()
+NO_SHARED = f"{SHARED} not found: tests on the real models and photos are skipped"
+
+# The limits the test server runs with, small enough to cross cheaply.
+MAX_UPLOAD = 4_000_000
+MAX_DOWNLOAD = 4_000_000
+READ_TIMEOUT = 1.5
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_SHARED:
+        return
+    skip = pytest.mark.skip(reason=NO_SHARED)
+    for item in items:
+        if "shared" in item.keywords:
+            item.add_marker(skip)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_manifest(path: Path, entries: list[dict[str, Any]]) -> Path:
+    blocks = ["[[models]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in e.items()) for e in entries]
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+def aiy_entry(name: str, group: str, background: int, common: str) -> dict[str, Any]:
+    folder = MODELS / name
+    return {
+        "name": name,
+        "task": "classifier",
+        "format": "tflite",
+        "version": "3",
+        "group": group,
+        "file": str(folder / "model.tflite"),
+        "labels": str(folder / "labelmap.csv"),
+        "common_names": str(folder / common),
+        "background_index": background,
+        "input": {"size": [224, 224], "dtype": "uint8", "range": [0, 255]},
+    }
+
+
+BIRDS = ("aiy_birds_v1", "bird", 964, "inat_bird_labels.txt")
+INSECTS = ("aiy_insects_v1", "insect", 1021, "inat_insect_labels.txt")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = REPO / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def plant_labels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path | None]:
+    """The real 2102-class plants label map, or a stand-in of the same size without ../shared."""
+    if HAS_SHARED:
+        folder = MODELS / "aiy_plants_v1"
+        return folder / "labelmap.csv", folder / "inat_plant_labels.txt"
+    path = tmp_path_factory.mktemp("labels") / "labelmap.csv"
+    rows = [f"{i},Species {i}" for i in range(2101)] + ["2101,background"]
+    path.write_text("id,name\n" + "\n".join(rows) + "\n")
+    return path, None
+
+
+@pytest.fixture(scope="session")
+def plants_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_classifier_savedmodel(tmp_path_factory.mktemp("savedmodel") / "plants", num_classes=2102)
+
+
+def plants_entry(model: Path, labels: tuple[Path, Path | None]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": "test_plants_savedmodel",
+        "task": "classifier",
+        "format": "saved_model",
+        "version": "test",
+        "group": "plant",
+        "file": str(model),
+        "labels": str(labels[0]),
+        "background_index": 2101,
+        "input": {"size": [224, 224], "dtype": "float32", "range": [0.0, 1.0]},
+    }
+    if labels[1] is not None:
+        entry["common_names"] = str(labels[1])
+    return entry
+
+
+@pytest.fixture(scope="session")
+def manifest(
+    tmp_path_factory: pytest.TempPathFactory, plants_savedmodel: Path, plant_labels: tuple[Path, Path | None]
+) -> Path:
+    folder = tmp_path_factory.mktemp("manifest")
+    (folder / "broken.tflite").write_bytes(b"this is not a flatbuffer" * 100)
+    labels = folder / "three.txt"
+    labels.write_text("a\nb\nc\n")
+    base = {"task": "classifier", "format": "tflite", "labels": str(labels)}
+    entries = [aiy_entry(*BIRDS), aiy_entry(*INSECTS)] if HAS_SHARED else []
+    entries += [
+        plants_entry(plants_savedmodel, plant_labels),
+        {"name": "ghost_v1", "file": "ghost/model.tflite", **base},
+        {"name": "broken_v1", "file": "broken.tflite", **base},
+        {"name": "tampered_v1", "file": "broken.tflite", "sha256": "0" * 64, **base},
+    ]
+    return write_manifest(folder / "models.toml", entries)
+
+
+@pytest.fixture(scope="session")
+def image_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageHost]:
+    root = tmp_path_factory.mktemp("www")
+    (root / "page.html").write_text("<html><body>not a photo</body></html>")
+    (root / "photo.jpg").write_bytes(encode(photo(), "JPEG", quality=90))
+    if HAS_SHARED:
+        (root / "samples").symlink_to(SHARED / "samples")
+        (root / "leeds").symlink_to(SHARED / "datasets" / "leedsbutterfly" / "images")
+    with ImageHost(root) as host:
+        yield host
+
+
+def service_env(manifest: Path, **extra: str) -> dict[str, str]:
+    return {
+        "MODELS_MANIFEST": str(manifest),
+        "ALLOW_PRIVATE_NETWORKS": "true",  # the image host is on loopback
+        "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "MAX_DOWNLOAD_BYTES": str(MAX_DOWNLOAD),
+        "FETCH_READ_TIMEOUT": str(READ_TIMEOUT),
+        "FETCH_TOTAL_TIMEOUT": "5",
+        "INFERENCE_WORKERS": "2",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def service(manifest: Path, artifacts: Path) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(service_env(manifest), artifacts / "service.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def client(service: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.base_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def tmp_copy(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def copy(src: Path, name: str | None = None) -> Path:
+        dst = tmp_path / (name or src.name)
+        shutil.copyfile(src, dst)
+        return dst
+
+    return copy
