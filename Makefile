@@ -6,7 +6,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: install models serve test lint format clean
+.PHONY: install models serve test lint format lock clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: install
 format: install
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
+
+# The Docker image installs exactly these versions.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra tf --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.models.registry import Registry
+
 cli = typer.Typer(help="Species identification service.", no_args_is_help=True, add_completion=False)
 
 
-def _registry(settings: Settings):  # type: ignore[no-untyped-def]
+def _registry(settings: Settings) -> Registry:
+    """The same loading the server's lifespan does, run in the foreground."""
     from app.models.manifest import load_manifest
     from app.models.registry import Registry
 

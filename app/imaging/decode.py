@@ -123,7 +123,7 @@ def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
             f"the {claimed} image is corrupt or truncated: {exc}", detail={"format": claimed}
         ) from exc
 
-    pixels = np.asarray(resized, dtype=np.uint8)
+    pixels: npt.NDArray[np.generic] = np.asarray(resized, dtype=np.uint8)
     if spec.dtype == "float32":
         low, high = spec.range
         pixels = pixels.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)

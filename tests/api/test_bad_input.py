@@ -61,7 +61,9 @@ def test_bad_inputs_get_their_status(client, image_host, artifacts):
         started = time.monotonic()
         response = client.post("/plant_url", **kwargs)
         elapsed = time.monotonic() - started
-        report.append(f"{status} {code:20s} {elapsed:6.2f}s  {name}: {response.json()['error']['message'][:90]}")
+        report.append(
+            f"{status} {code:20s} {elapsed:6.2f}s  {name}: {response.json()['error']['message'][:90]}"
+        )
         assert response.status_code == status, f"{name}: {response.status_code} {response.text}"
         assert response.headers["content-type"].startswith("application/json")
         error = response.json()["error"]
@@ -76,7 +78,7 @@ def test_bad_inputs_get_their_status(client, image_host, artifacts):
 
 def test_chunked_upload_over_the_cap_is_cut_off(service):
     def body():
-        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
         for _ in range((MAX_UPLOAD + 2_000_000) // 65536 + 1):
             yield b"\0" * 65536
         yield b"\r\n--b--\r\n"
@@ -110,14 +112,20 @@ def test_malformed_multipart_is_400(client):
     ],
 )
 def test_routing_errors_are_json(client, method, path, status, code):
-    response = client.request(method, path, files={"image": ("a.jpg", GOOD_JPEG)} if method == "POST" else None)
+    response = client.request(
+        method, path, files={"image": ("a.jpg", GOOD_JPEG)} if method == "POST" else None
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
 
 @pytest.mark.parametrize(
     ("model", "state", "reason"),
-    [("ghost_v1", "missing", "not found"), ("broken_v1", "failed", "TFLite"), ("tampered_v1", "failed", "sha256")],
+    [
+        ("ghost_v1", "missing", "not found"),
+        ("broken_v1", "failed", "TFLite"),
+        ("tampered_v1", "failed", "sha256"),
+    ],
 )
 def test_a_model_that_cannot_load_disables_only_its_endpoint(client, model, state, reason):
     response = client.post(f"/v1/classify/{model}", **upload(GOOD_JPEG))

@@ -36,14 +36,18 @@ def test_plant_url_matches_the_savedmodel_in_process(client, plants_savedmodel, 
     reference[2101] = -1
     expected = list(np.argsort(-reference, kind="stable")[:5])
     assert [r["index"] for r in body["results"]] == expected
-    np.testing.assert_allclose([r["score"] for r in body["results"]], reference[expected], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [r["score"] for r in body["results"]], reference[expected], rtol=1e-4, atol=1e-6
+    )
 
     names = plant_labels[0].read_text().splitlines()[1:]
     for r in body["results"]:
         assert names[r["index"]] == f"{r['index']},{r['scientific_name']}"
 
 
-@pytest.mark.skipif(not HAS_SHARED, reason="needs the real plants label maps and sunflower photo in ../shared")
+@pytest.mark.skipif(
+    not HAS_SHARED, reason="needs the real plants label maps and sunflower photo in ../shared"
+)
 def test_plant_url_joins_scientific_and_common_names_by_index(client, plant_labels):
     labelmap, common_file = plant_labels
     scientific = [line.split(",", 1)[1] for line in labelmap.read_text().splitlines()[1:]]

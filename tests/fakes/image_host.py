@@ -33,7 +33,7 @@ class ImageHost:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 host.hits[parts.path] += 1
                 segments = [unquote(s) for s in parts.path.strip("/").split("/")]

@@ -85,7 +85,7 @@ def test_large_jpeg_is_draft_decoded_close_to_a_full_decode():
 def test_float_input_is_scaled_to_the_manifest_range():
     out = decode(encode(photo(100, 100), "PNG"), F32, max_pixels=10**8)
     assert out.pixels.dtype == np.float32
-    assert 0.0 <= out.pixels.min() and out.pixels.max() <= 1.0
+    assert out.pixels.min() >= 0.0 and out.pixels.max() <= 1.0
 
 
 def test_errors_are_translated():

@@ -15,7 +15,11 @@ def test_the_tracked_manifest_is_valid():
     manifest = load_manifest(REPO / "volumes" / "models" / "models.toml")
     names = {m.name: m for m in manifest.models}
     assert {"aiy_birds_v1", "aiy_insects_v1", "aiy_plants_v1", "inat_inception_v3"} <= set(names)
-    assert {names[n].group for n in ("aiy_birds_v1", "aiy_insects_v1", "aiy_plants_v1")} == {"bird", "insect", "plant"}
+    assert {names[n].group for n in ("aiy_birds_v1", "aiy_insects_v1", "aiy_plants_v1")} == {
+        "bird",
+        "insect",
+        "plant",
+    }
     assert names["aiy_birds_v1"].background_index == 964
 
 

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# Species identification service. Models are NOT baked in: mount ./volumes at /srv/volumes
+# (./download_volume.sh fills it). Build:  docker build -t species-id .
+
+# ---- build: a virtualenv with the app and its runtime dependencies ---------------------------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Pinned dependencies first (a cached layer), then the app itself without re-resolving.
+# The lock includes the 'tf' extra: SavedModel / TF-Hub models (the iNat InceptionV3 embedder).
+COPY requirements.lock ./
+RUN pip install --requirement requirements.lock
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install --no-deps .
+
+# ---- runtime: the venv, the code, an unprivileged user ---------------------------------------
+FROM python:3.11-slim AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    MODELS_MANIFEST=/srv/volumes/models/models.toml
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /srv --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /srv
+COPY --chown=10001:10001 volumes/models/models.toml /srv/volumes/models/models.toml
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health/ready\", timeout=4)"]
+CMD ["python", "-m", "app", "serve"]
