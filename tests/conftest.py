@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,13 +175,3 @@ def service(manifest: Path, artifacts: Path) -> Iterator[ServiceProcess]:
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.base_url, timeout=60) as c:
         yield c
-
-
-@pytest.fixture
-def tmp_copy(tmp_path: Path):  # type: ignore[no-untyped-def]
-    def copy(src: Path, name: str | None = None) -> Path:
-        dst = tmp_path / (name or src.name)
-        shutil.copyfile(src, dst)
-        return dst
-
-    return copy
