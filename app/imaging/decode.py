@@ -85,7 +85,7 @@ def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
             "HEIC/HEIF/AVIF photos are not supported: send JPEG, PNG, WebP, BMP or GIF",
             detail={"format": "HEIF"},
         )
-    # Pillow registers WebP and MPO only on full init; open(formats=...) does not trigger it.
+    # Pillow registers the WebP opener only on full init; open(formats=...) does not trigger it.
     Image.init()
     try:
         with warnings.catch_warnings():

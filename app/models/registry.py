@@ -146,9 +146,6 @@ class Registry:
     def loading_done(self) -> bool:
         return self._done.is_set()
 
-    def wait_loaded(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
     def entries(self) -> list[LoadedModel]:
         return list(self._models.values())
 

@@ -11,12 +11,13 @@ from PIL import Image
 
 from tests.conftest import HAS_SHARED, SHARED
 from tests.support.images import encode, photo
+from tests.support.reference import reference_pixels
 
 
 def _reference(model_dir, image: Image.Image) -> np.ndarray:
     import tensorflow as tf
 
-    pixels = np.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+    pixels = reference_pixels(image).astype(np.float32) / 255.0
     module = tf.saved_model.load(str(model_dir))
     out = module.signatures["serving_default"](images=tf.constant(pixels[np.newaxis]))
     return out["probabilities"].numpy()[0]

@@ -10,13 +10,10 @@ from app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
 from app.imaging.decode import decode, sniff_format
 from app.models.manifest import InputSpec
 from tests.support.images import encode, photo, png_declaring
+from tests.support.reference import reference_pixels
 
 U8 = InputSpec()
 F32 = InputSpec(dtype="float32", range=(0.0, 1.0))
-
-
-def _reference(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR), np.uint8)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "WEBP", "GIF"])
@@ -28,7 +25,7 @@ def test_lossless_formats_match_a_plain_rgb_resize(fmt):
     out = decode(data, U8, max_pixels=10**8)
     assert out.pixels.shape == (224, 224, 3) and out.pixels.dtype == np.uint8
     assert (out.width, out.height) == (300, 260)
-    np.testing.assert_array_equal(out.pixels, _reference(Image.open(io.BytesIO(data))))
+    np.testing.assert_array_equal(out.pixels, reference_pixels(Image.open(io.BytesIO(data))))
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "I;16"])
@@ -44,7 +41,7 @@ def test_every_mode_becomes_rgb(mode):
     assert out.pixels.shape == (224, 224, 3)
     if mode == "I;16":  # 16-bit grey scaled down, not clipped to white
         grey = out.pixels[..., 0].astype(int)
-        expected = _reference(base.convert("L"))[..., 0].astype(int)
+        expected = reference_pixels(base.convert("L"))[..., 0].astype(int)
         assert np.abs(grey - expected).mean() < 2
 
 
@@ -70,7 +67,7 @@ def test_exif_orientation_is_applied():
     out = decode(data, U8, max_pixels=10**8)
     assert (out.width, out.height) == (200, 400)
     seen = image.transpose(Image.Transpose.ROTATE_270)
-    assert np.abs(out.pixels.astype(int) - _reference(seen).astype(int)).mean() < 6
+    assert np.abs(out.pixels.astype(int) - reference_pixels(seen).astype(int)).mean() < 6
 
 
 def test_large_jpeg_is_draft_decoded_close_to_a_full_decode():
@@ -78,7 +75,7 @@ def test_large_jpeg_is_draft_decoded_close_to_a_full_decode():
     data = encode(image, "JPEG", quality=90)
     out = decode(data, U8, max_pixels=10**8)
     assert (out.width, out.height) == (4000, 3000)
-    diff = np.abs(out.pixels.astype(int) - _reference(Image.open(io.BytesIO(data))).astype(int))
+    diff = np.abs(out.pixels.astype(int) - reference_pixels(Image.open(io.BytesIO(data))).astype(int))
     assert diff.mean() < 3
 
 

@@ -41,6 +41,13 @@ def leeds(shared: Path) -> list[tuple[Path, str]]:
     return [(image, names[image.name.split("_")[0]]) for image in sorted((root / "images").glob("*.jpg"))]
 
 
+def reference_pixels(image: Image.Image | Path, size: int = 224) -> np.ndarray:
+    """The preprocessing the models' publishers describe: plain RGB, bilinear resize, uint8."""
+    if isinstance(image, Path):
+        image = Image.open(image)
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+
+
 class TFLiteReference:
     """The model as its publisher describes it: plain RGB resize to 224 (bilinear), uint8 in,
     q/256 out."""
@@ -54,7 +61,6 @@ class TFLiteReference:
         self._output = self._interpreter.get_output_details()[0]["index"]
 
     def probabilities(self, image: Path) -> np.ndarray:
-        pixels = np.asarray(Image.open(image).convert("RGB").resize((224, 224), Image.BILINEAR), np.uint8)
-        self._interpreter.set_tensor(self._input, pixels[np.newaxis])
+        self._interpreter.set_tensor(self._input, reference_pixels(image)[np.newaxis])
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output)[0].astype(np.float32) / 256.0
