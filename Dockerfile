@@ -1,23 +1,34 @@
 # syntax=docker/dockerfile:1
 # Species identification service. Models are NOT baked in: mount ./volumes at /srv/volumes
-# (./download_volume.sh fills it). Build:  docker build -t species-id .
+# (./download_volume.sh fills it).
+#   docker build -t species-id:lite .                          LiteRT only: the AIY classifiers (default)
+#   docker build --build-arg VARIANT=tf -t species-id:tf .     + TensorFlow/TF-Hub for SavedModel models
+# The default is lite because TensorFlow multiplies the image size and start-up time while the
+# classifier endpoints never use it; only SavedModel entries of the manifest (the iNat embedder) need it.
+ARG VARIANT=lite
 
 # ---- build: a virtualenv with the app and its runtime dependencies ---------------------------
 FROM python:3.11-slim AS build
+ARG VARIANT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # Pinned dependencies first (a cached layer), then the app itself without re-resolving.
-# The lock includes the 'tf' extra: SavedModel / TF-Hub models (the iNat InceptionV3 embedder).
-COPY requirements.lock ./
+COPY requirements/${VARIANT}.lock ./requirements.lock
 RUN pip install --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-deps .
+# The installer is not needed at run time: one less tool in a network-facing image.
+RUN pip install --no-deps . \
+    && pip uninstall --yes pip
 
 # ---- runtime: the venv, the code, an unprivileged user ---------------------------------------
 FROM python:3.11-slim AS runtime
+ARG VARIANT
+LABEL org.opencontainers.image.title="species-id" \
+      org.opencontainers.image.description="Species identification service (${VARIANT})"
+ENV SPECIES_ID_VARIANT=${VARIANT}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -6,7 +6,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: install models serve test lint format lock clean
+.PHONY: install models serve test test-container lint format lock clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ serve: install models
 test: install
 	$(BIN)/python -m pytest
 
+# Builds and runs the Docker image with rootful podman (tests/container/setup_podman.sh prepares it).
+test-container: install
+	$(BIN)/python -m pytest -m container tests/container
+
 lint: install
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
@@ -36,10 +40,13 @@ format: install
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
 
-# The Docker image installs exactly these versions.
+# The Docker image installs exactly these versions: lite (LiteRT only, the default image) and
+# tf (adds TensorFlow + TF-Hub for SavedModel models such as the iNat embedder).
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -q
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra tf --python-version 3.11 \
-	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
+	$(UV_COMPILE) -o requirements/lite.lock
+	$(UV_COMPILE) --extra tf -o requirements/tf.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,32 +1,81 @@
 #!/usr/bin/env bash
-# Installs the models if needed, then builds and starts the service with docker compose.
-#   ./start_docker.sh              models from the official downloads
-#   ./start_docker.sh --from DIR   models from a local mirror (e.g. ../shared/models)
+# Builds the image and starts the service in a container, with docker or podman; waits until ready.
+#   ./start_docker.sh                         models from the official downloads if missing
+#   ./start_docker.sh --from ../shared/models models from a local mirror
+#   ./start_docker.sh --variant tf            the TensorFlow variant (SavedModel models)
+#   ./start_docker.sh --engine podman         force an engine (default: docker if it answers, else podman)
+#   ./start_docker.sh --stop                  stop and remove the container
+# Environment: SPECIES_ID_PORT (8000), SPECIES_ID_BIND (127.0.0.1; 0.0.0.0 to publish on every
+# interface), SPECIES_ID_NAME (species-id), CONTAINER_ENGINE.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-if ! ls volumes/models/*/model.tflite >/dev/null 2>&1; then
-  ./download_volume.sh "$@"
-fi
-
-if docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-  compose=(docker-compose)
-else
-  echo "docker compose is not installed" >&2
-  exit 1
-fi
-
-"${compose[@]}" up --build --detach
+engine="${CONTAINER_ENGINE:-}"
+variant="lite"
+name="${SPECIES_ID_NAME:-species-id}"
 port="${SPECIES_ID_PORT:-8000}"
-echo "waiting for http://localhost:$port/health/ready ..."
-for _ in $(seq 1 60); do
-  if curl --silent --fail "http://localhost:$port/health/ready" >/dev/null; then
-    echo "ready: open http://localhost:$port/docs"
+bind="${SPECIES_ID_BIND:-127.0.0.1}"
+download_args=()
+stop=false
+while (($#)); do
+  case "$1" in
+    --from) download_args=(--from "$2"); shift 2 ;;
+    --engine) engine="$2"; shift 2 ;;
+    --variant) variant="$2"; shift 2 ;;
+    --stop) stop=true; shift ;;
+    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$variant" in lite | tf) ;; *) echo "--variant is lite or tf" >&2; exit 2 ;; esac
+
+if [[ -z $engine ]]; then
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    engine=docker
+  elif command -v podman >/dev/null 2>&1; then
+    engine=podman
+  else
+    echo "neither a running docker engine nor podman was found" >&2
+    exit 1
+  fi
+fi
+
+if $stop; then
+  "$engine" stop --time 30 "$name" >/dev/null && "$engine" rm "$name" >/dev/null
+  echo "stopped $name"
+  exit 0
+fi
+
+if ! ls volumes/models/*/model.tflite >/dev/null 2>&1; then
+  ./download_volume.sh "${download_args[@]}"
+fi
+
+image="species-id:$variant"
+build_args=(--build-arg "VARIANT=$variant" --tag "$image")
+# podman's default OCI image format drops HEALTHCHECK; docker's keeps it.
+[[ $engine == podman ]] && build_args+=(--format docker)
+echo "building $image with $engine ..."
+"$engine" build "${build_args[@]}" .
+
+"$engine" rm --force "$name" >/dev/null 2>&1 || true
+"$engine" run --detach --name "$name" --restart unless-stopped \
+  --publish "$bind:$port:8000" \
+  --volume "$PWD/volumes:/srv/volumes:ro" \
+  "$image" >/dev/null
+
+url="http://$bind:$port"
+[[ $bind == 0.0.0.0 ]] && url="http://127.0.0.1:$port"
+echo "waiting for $url/health/ready ..."
+for _ in $(seq 1 90); do
+  if curl --silent --fail "$url/health/ready" >/dev/null; then
+    echo "ready: open $url/docs   (stop with: $0 --engine $engine --stop)"
     exit 0
+  fi
+  if [[ $("$engine" inspect --format '{{.State.Running}}' "$name" 2>/dev/null) != true ]]; then
+    break
   fi
   sleep 2
 done
-echo "the service did not become ready; see: ${compose[*]} logs" >&2
+echo "the service did not become ready; its log:" >&2
+"$engine" logs --tail 30 "$name" >&2 || true
 exit 1

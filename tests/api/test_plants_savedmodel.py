@@ -11,16 +11,7 @@ from PIL import Image
 
 from tests.conftest import HAS_SHARED, SHARED
 from tests.support.images import encode, photo
-from tests.support.reference import reference_pixels
-
-
-def _reference(model_dir, image: Image.Image) -> np.ndarray:
-    import tensorflow as tf
-
-    pixels = reference_pixels(image).astype(np.float32) / 255.0
-    module = tf.saved_model.load(str(model_dir))
-    out = module.signatures["serving_default"](images=tf.constant(pixels[np.newaxis]))
-    return out["probabilities"].numpy()[0]
+from tests.support.reference import savedmodel_probabilities
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
@@ -33,7 +24,7 @@ def test_plant_url_matches_the_savedmodel_in_process(client, plants_savedmodel, 
     assert body["model"] == "test_plants_savedmodel"
 
     decoded = Image.open(io.BytesIO(data))
-    reference = _reference(plants_savedmodel, decoded)
+    reference = savedmodel_probabilities(plants_savedmodel, decoded)
     reference[2101] = -1
     expected = list(np.argsort(-reference, kind="stable")[:5])
     assert [r["index"] for r in body["results"]] == expected

@@ -48,6 +48,16 @@ def reference_pixels(image: Image.Image | Path, size: int = 224) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
 
 
+def savedmodel_probabilities(model_dir: Path, image: Image.Image) -> np.ndarray:
+    """A test-built classifier SavedModel called directly: float32 pixels in [0, 1]."""
+    import tensorflow as tf
+
+    pixels = reference_pixels(image).astype(np.float32) / 255.0
+    module = tf.saved_model.load(str(model_dir))
+    out = module.signatures["serving_default"](images=tf.constant(pixels[np.newaxis]))
+    return np.asarray(out["probabilities"].numpy()[0])
+
+
 class TFLiteReference:
     """The model as its publisher describes it: plain RGB resize to 224 (bilinear), uint8 in,
     q/256 out."""

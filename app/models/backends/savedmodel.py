@@ -23,7 +23,8 @@ class SavedModelBackend:
             import tensorflow_hub as hub
         except ImportError as exc:
             raise BackendError(
-                "this model needs TensorFlow: install the 'tf' extra (pip install '.[tf]')"
+                f"this model needs TensorFlow ({exc}): install the 'tf' extra (pip install '.[tf]'), "
+                "or use the tf variant of the image"
             ) from exc
         self._tf = tf
         try:
