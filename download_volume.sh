@@ -147,6 +147,14 @@ for entry in "${AIY_MODELS[@]}"; do
 done
 install_inat
 
+# Embedders declared in models.toml that read another model's file: nothing more to fetch.
+echo "aiy_insects_features:"
+if [ -f "$dest/aiy_insects_v1/model.tflite" ]; then
+  echo "  declared: the pre-logits tensor of aiy_insects_v1 (installed)"
+else
+  echo "  declared, but needs aiy_insects_v1"
+fi
+
 echo
 echo "installed $installed model(s) into $dest"
 if [ ${#missing[@]} -gt 0 ]; then

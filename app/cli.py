@@ -11,19 +11,35 @@ import typer
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.models.registry import Registry
+    from app.models.registry import LoadedModel, Registry
 
 cli = typer.Typer(help="Species identification service.", no_args_is_help=True, add_completion=False)
 
 
-def _registry(settings: Settings) -> Registry:
-    """The same loading the server's lifespan does, run in the foreground."""
+def _registry(settings: Settings, only: str | None = None) -> Registry:
+    """The same loading the server's lifespan does, run in the foreground (``only``: load just
+    that model)."""
     from app.models.manifest import load_manifest
     from app.models.registry import Registry
 
-    registry = Registry.from_settings(load_manifest(settings.models_manifest), settings)
+    manifest = load_manifest(settings.models_manifest)
+    if only is not None:
+        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name == only]})
+    registry = Registry.from_settings(manifest, settings)
     registry.load_all()
     return registry
+
+
+def _embedder(settings: Settings, name: str) -> tuple[Registry, LoadedModel]:
+    from app.errors import ServiceError
+
+    registry = _registry(settings, only=name)
+    try:
+        return registry, registry.get(name, task="embedder")
+    except ServiceError as exc:
+        registry.close()
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @cli.command()
@@ -88,6 +104,107 @@ def classify(
         typer.echo(f"{score:.4f}  {label.scientific_name}{common}")
     if ranking.no_match:
         typer.echo(f"no match: {ranking.no_match_reason}")
+
+
+@cli.command("build-index")
+def build_index(
+    images_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="one folder per species")],
+    out: Annotated[Path, typer.Option(help="index folder (INDEX_DIR of the server)")],
+    embedder: Annotated[str, typer.Option(help="an embedder's manifest name")],
+    dims: Annotated[int, typer.Option(min=2, max=4096, help="PCA dimensions kept")] = 128,
+    chunk_size: Annotated[int, typer.Option(min=1, help="photos per resumable chunk")] = 256,
+    workers: Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="embedding chunks (default OUT/.work, removed on success)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Embed labelled photos, fit PCA, build a FAISS index and publish it as OUT's current version.
+
+    Re-running after an interruption reuses the chunks already embedded.
+    """
+    from app.index.builder import build_index as build
+
+    settings = Settings()
+    registry, model = _embedder(settings, embedder)
+    try:
+        report = build(
+            images_dir,
+            out,
+            model,
+            dims=dims,
+            max_pixels=settings.max_image_pixels,
+            chunk_size=chunk_size,
+            workers=workers or settings.inference_workers,
+            work_dir=work_dir,
+            progress=progress,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        registry.close()
+    m = report.manifest
+    variance = (
+        f", PCA keeps {report.explained_variance:.1%} of the variance" if report.explained_variance else ""
+    )
+    typer.echo(
+        f"published {out}/{m.version}: {m.n_vectors} photos of {m.n_species} species, "
+        f"{m.index_type} index of {m.dim}-d vectors{variance}; "
+        f"{report.skipped} photos skipped, {report.resumed_chunks} chunks resumed"
+    )
+
+
+@cli.command("add-to-index")
+def add_to_index(
+    images_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="one folder per species")],
+    index: Annotated[Path, typer.Option(help="index folder to extend")],
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Add photos (of known or new species) to an index without retraining; a running server
+    picks the new version up on its next request."""
+    from app.index.artifacts import IndexDir, IndexLoadError
+    from app.index.builder import add_folder
+
+    settings = Settings()
+    index_dir = IndexDir(index)
+    try:
+        name = index_dir.load().manifest.embedder.name
+    except IndexLoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    registry, model = _embedder(settings, name)
+    try:
+        extended, embedded = add_folder(
+            images_dir,
+            index_dir,
+            model,
+            max_pixels=settings.max_image_pixels,
+            workers=settings.inference_workers,
+            progress=progress,
+        )
+    except (ValueError, FileNotFoundError, IndexLoadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        registry.close()
+    m = extended.manifest
+    typer.echo(
+        f"published {index}/{m.version}: now {m.n_vectors} photos of {m.n_species} species "
+        f"({int(embedded.ok.sum())} added, {len(embedded.failures)} skipped)"
+    )
+
+
+@cli.command("index-info")
+def index_info(index: Annotated[Path, typer.Argument(help="index folder")]) -> None:
+    """Print the current version's manifest."""
+    from app.index.artifacts import IndexDir, IndexLoadError
+
+    try:
+        typer.echo(IndexDir(index).load().manifest.model_dump_json(indent=2))
+    except IndexLoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

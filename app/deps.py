@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.imaging.fetch import ImageFetcher
+from app.index.store import IndexStore
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
 from app.settings import Settings
@@ -32,7 +33,13 @@ def _fetcher(request: Request) -> ImageFetcher:
     return fetcher
 
 
+def _index_store(request: Request) -> IndexStore:
+    store: IndexStore = request.app.state.index_store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 RunnerDep = Annotated[InferenceRunner, Depends(_runner)]
 FetcherDep = Annotated[ImageFetcher, Depends(_fetcher)]
+IndexStoreDep = Annotated[IndexStore, Depends(_index_store)]

@@ -8,6 +8,8 @@ they care about::
     ├── BadRequest                    400 bad_request
     │   ├── InvalidURL                400 invalid_url
     │   └── URLNotAllowed             400 url_not_allowed
+    ├── Unauthorized                  401 unauthorized       (+ WWW-Authenticate)
+    ├── Forbidden                     403 forbidden
     ├── PayloadTooLarge               413 too_large
     ├── UnsupportedMediaType          415 not_an_image
     ├── UndecodableImage              422 undecodable_image
@@ -17,6 +19,7 @@ they care about::
     ├── UpstreamTimeout               504 upstream_timeout   (the image host was too slow)
     └── Unavailable                   503 unavailable
         ├── ModelUnavailable          503 model_unavailable  (missing on disk, failed to load)
+        ├── IndexUnavailable          503 index_unavailable  (no index, or built with another embedder)
         └── Overloaded                503 overloaded         (+ Retry-After)
 
 Pillow, httpx and the model runtimes have their errors translated where they are called
@@ -56,6 +59,19 @@ class InvalidURL(BadRequest):
 
 class URLNotAllowed(BadRequest):
     code = "url_not_allowed"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
 
 
 class PayloadTooLarge(ServiceError):
@@ -99,6 +115,10 @@ class Unavailable(ServiceError):
 
 class ModelUnavailable(Unavailable):
     code = "model_unavailable"
+
+
+class IndexUnavailable(Unavailable):
+    code = "index_unavailable"
 
 
 class Overloaded(Unavailable):

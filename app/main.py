@@ -23,6 +23,7 @@ from app import __version__
 from app.api.main import api_router
 from app.errors import PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
+from app.index.store import IndexStore
 from app.models.manifest import load_manifest
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
@@ -132,7 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.runner = runner
         app.state.fetcher = ImageFetcher(client, config)
-        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        index_store = IndexStore(config.index_dir, registry)
+        app.state.index_store = index_store
+
+        def load() -> None:
+            registry.load_all()
+            index_store.refresh()  # after the models: the index names its embedder
+
+        loading = asyncio.create_task(asyncio.to_thread(load))
         log.info("serving; loading %d models from %s", len(manifest.models), config.models_manifest)
         try:
             yield
@@ -146,8 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Species identification service",
         version=__version__,
         description=(
-            "Identify birds, insects and plants in a photo with the AIY vision classifiers. "
-            "Send a photo by URL (`img_url`) or as an upload (`image`); get ranked species."
+            "Identify birds, insects and plants in a photo with the AIY vision classifiers, or look "
+            "any indexed species up by image similarity (`/img_url`). Send a photo by URL "
+            "(`img_url`) or as an upload (`image`); get ranked species."
         ),
         lifespan=lifespan,
     )

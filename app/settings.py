@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     top_k_default: int = Field(default=5, ge=1, le=100)
     # Below this best species probability the answer is flagged no_match (low confidence).
     min_score: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    # --- species index (/img_url) ------------------------------------------------------
+    # Relative to the working directory: /srv in the image, the checkout for `make serve`.
+    index_dir: Path = Path("volumes/index")
+    index_neighbours: int = Field(default=20, ge=1, le=1000)  # k nearest photos that vote
+    # Softmax temperature over cosine similarities: lower lets the nearest photos dominate.
+    index_temperature: PositiveFloat = 0.05
+    index_ef_search: int = Field(default=128, ge=1, le=4096)  # HNSW indexes only
+    # Bearer token for POST /v1/index/items; unset disables index writes over HTTP.
+    admin_token: SecretStr | None = None
 
     # --- image input --------------------------------------------------------------------
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)

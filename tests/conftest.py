@@ -75,6 +75,35 @@ def aiy_entry(name: str, group: str, background: int, common: str) -> dict[str, 
     }
 
 
+def insects_features_entry(**overrides: Any) -> dict[str, Any]:
+    """The real embedder: the insects model's 1280-d pre-logits tensor."""
+    return {
+        "name": "aiy_insects_features",
+        "task": "embedder",
+        "format": "tflite",
+        "version": "3",
+        "file": str(MODELS / "aiy_insects_v1" / "model.tflite"),
+        "output_key": "module/AvgPool/AvgPool",
+        "input": {"size": [224, 224], "dtype": "uint8", "range": [0, 255]},
+        "output": "features",
+        **overrides,
+    }
+
+
+def embedder_entry(model: Path, name: str = "test_embedder") -> dict[str, Any]:
+    """A test-built SavedModel with the iNat InceptionV3's contract (299x299 float32 in [0, 1])."""
+    return {
+        "name": name,
+        "task": "embedder",
+        "format": "saved_model",
+        "version": "test",
+        "file": str(model),
+        "output_key": "feature_vector",
+        "input": {"size": [299, 299], "dtype": "float32", "range": [0.0, 1.0]},
+        "output": "features",
+    }
+
+
 BIRDS = ("aiy_birds_v1", "bird", 964, "inat_bird_labels.txt")
 INSECTS = ("aiy_insects_v1", "insect", 1021, "inat_insect_labels.txt")
 

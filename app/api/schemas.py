@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ class Timings(BaseModel):
     fetch_ms: float | None = Field(default=None, description="downloading img_url; null for uploads")
     decode_ms: float
     infer_ms: float
+    search_ms: float | None = Field(default=None, description="index search and vote (/img_url)")
     total_ms: float
 
 
@@ -85,6 +87,76 @@ class ClassificationResponse(BaseModel):
     timings_ms: Timings
 
 
+class LookupResult(SpeciesResult):
+    index: int = Field(ge=0, description="label id in the species index")
+    score: float = Field(ge=0.0, le=1.0, description="share of the neighbours' similarity-weighted vote")
+    neighbours: int = Field(ge=1, description="how many of the nearest photos are this species")
+    similarity: float = Field(description="cosine similarity of this species' nearest photo (1 = identical)")
+
+
+class IndexInfo(BaseModel):
+    version: str
+    embedder: str
+    n_vectors: int = Field(description="photos in the index")
+    n_species: int
+    index_type: Literal["flat", "hnsw"]
+    dim: int = Field(description="vector size after PCA")
+    created_at: datetime
+
+
+class LookupResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "index": {
+                        "version": "v-20261121T203000Z-1a2b3c",
+                        "embedder": "aiy_insects_features",
+                        "n_vectors": 250,
+                        "n_species": 10,
+                        "index_type": "flat",
+                        "dim": 128,
+                        "created_at": "2026-11-21T20:30:00Z",
+                    },
+                    "results": [
+                        {
+                            "rank": 1,
+                            "index": 3,
+                            "scientific_name": "Danaus plexippus",
+                            "common_name": "Monarch",
+                            "score": 0.93,
+                            "neighbours": 18,
+                            "similarity": 0.91,
+                        }
+                    ],
+                    "no_match": False,
+                    "image": {
+                        "source": "upload",
+                        "format": "JPEG",
+                        "width": 800,
+                        "height": 600,
+                        "bytes": 91234,
+                    },
+                    "timings_ms": {"decode_ms": 6.1, "infer_ms": 4.0, "search_ms": 0.2, "total_ms": 10.5},
+                }
+            ]
+        },
+    )
+
+    index: IndexInfo
+    results: list[LookupResult] = Field(description="best first")
+    no_match: bool = Field(description="true when the best species' score is under MIN_SCORE")
+    image: ImageInfo
+    timings_ms: Timings
+
+
+class IndexItemsResponse(BaseModel):
+    added: int = Field(description="photos added")
+    species: str
+    new_species: bool = Field(description="the species was not in the index before")
+    index: IndexInfo
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -116,6 +188,9 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "loading", "not_ready"]
     models: dict[str, str] = Field(description="model name -> state")
+    index: Literal["absent", "ready", "refused"] = Field(
+        description="the /img_url species index; it does not gate readiness (the classifiers work without it)"
+    )
 
 
 class ErrorBody(BaseModel):

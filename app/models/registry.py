@@ -36,6 +36,7 @@ class LoadedModel:
     backend: Backend | None = None
     labels: list[Label] = field(default_factory=list)
     load_seconds: float | None = None
+    sha256: str | None = None  # of what was loaded; an index records its embedder's
 
     @property
     def num_outputs(self) -> int | None:
@@ -89,8 +90,10 @@ class Registry:
                     )
                     log.warning("model %s missing: %s", spec.name, entry.reason)
                     return
-                if spec.sha256 is not None and (actual := tree_sha256(path)) != spec.sha256:
-                    raise BackendError(f"sha256 mismatch: manifest {spec.sha256}, file {actual}")
+                if spec.sha256 is not None or spec.task == "embedder":
+                    entry.sha256 = tree_sha256(path)
+                if spec.sha256 is not None and entry.sha256 != spec.sha256:
+                    raise BackendError(f"sha256 mismatch: manifest {spec.sha256}, file {entry.sha256}")
             else:
                 assert spec.handle is not None
                 entry.location = spec.handle

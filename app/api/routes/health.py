@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.schemas import Liveness, Readiness
-from app.deps import RegistryDep, SettingsDep
+from app.deps import IndexStoreDep, RegistryDep, SettingsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -22,12 +22,12 @@ async def live() -> Liveness:
     responses={503: {"model": Readiness, "description": "models still loading, or none usable"}},
     summary="200 once the models are loaded (see REQUIRE_ALL_MODELS)",
 )
-async def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreDep) -> JSONResponse:
     states = {entry.spec.name: entry.state for entry in registry.entries()}
     if registry.is_ready(require_all=settings.require_all_models):
-        body, status = Readiness(status="ready", models=states), 200
+        body, status = Readiness(status="ready", models=states, index=index.state), 200
     elif not registry.loading_done:
-        body, status = Readiness(status="loading", models=states), 503
+        body, status = Readiness(status="loading", models=states, index=index.state), 503
     else:
-        body, status = Readiness(status="not_ready", models=states), 503
+        body, status = Readiness(status="not_ready", models=states, index=index.state), 503
     return JSONResponse(body.model_dump(), status_code=status)

@@ -7,6 +7,7 @@ An interpreter is not thread-safe, so each worker thread borrows its own from a 
 from __future__ import annotations
 
 import queue
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,16 @@ class TFLiteBackend:
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(workers):
             try:
-                interpreter = Interpreter(
-                    model_path=str(path),
-                    num_threads=threads,
-                    # Intermediate tensors (pre-logits features) are freed unless preserved.
-                    experimental_preserve_all_tensors=self._tensor_name is not None,
-                )
+                with warnings.catch_warnings():
+                    # LiteRT warns that preserving tensors is for debugging; reading the
+                    # pre-logits of a published classifier is exactly what it is for here.
+                    warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+                    interpreter = Interpreter(
+                        model_path=str(path),
+                        num_threads=threads,
+                        # Intermediate tensors (pre-logits features) are freed unless preserved.
+                        experimental_preserve_all_tensors=self._tensor_name is not None,
+                    )
                 interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"not a loadable TFLite model: {exc}") from exc

@@ -1,0 +1,196 @@
+"""Species lookup by image similarity: POST /img_url, and the index it searches
+(GET /v1/index, POST /v1/index/items to add photos of a species without retraining)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, File, Form, Header, UploadFile
+
+from app.api.image_input import ImageInputDep
+from app.api.routes.classify import TopK
+from app.api.schemas import (
+    ImageInfo,
+    IndexInfo,
+    IndexItemsResponse,
+    LookupResponse,
+    LookupResult,
+    Timings,
+    error_responses,
+)
+from app.deps import FetcherDep, IndexStoreDep, RunnerDep, SettingsDep
+from app.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from app.index.artifacts import Label, SpeciesIndex
+from app.index.store import IndexStore
+from app.index.vote import SpeciesVote, vote
+from app.models.registry import LoadedModel
+from app.pipeline import ModelOutput, run_model
+from app.settings import Settings
+
+router = APIRouter(tags=["lookup"])
+
+
+def index_info(index: SpeciesIndex) -> IndexInfo:
+    m = index.manifest
+    return IndexInfo(
+        version=m.version,
+        embedder=m.embedder.name,
+        n_vectors=m.n_vectors,
+        n_species=m.n_species,
+        index_type=m.index_type,
+        dim=m.dim,
+        created_at=m.created_at,
+    )
+
+
+async def current_index(store: IndexStore) -> tuple[SpeciesIndex, LoadedModel]:
+    if store.stale:  # another process published a version: load it off the event loop
+        await asyncio.to_thread(store.refresh)
+    return store.get()
+
+
+@dataclass(frozen=True, slots=True)
+class _Searched:
+    output: ModelOutput
+    votes: list[SpeciesVote]
+    search_ms: float
+
+
+def _embed_and_search(
+    embedder: LoadedModel, index: SpeciesIndex, data: bytes, settings: Settings, top_k: int
+) -> _Searched:
+    """One worker-thread hop: decode -> embed -> project -> k-NN -> vote."""
+    output = run_model(embedder, data, settings.max_image_pixels)
+    started = time.perf_counter()
+    sims, rows = index.search(
+        index.project(output.scores[np.newaxis]), settings.index_neighbours, settings.index_ef_search
+    )
+    votes = vote(sims[0], rows[0], index.rows, top_k=top_k, temperature=settings.index_temperature)
+    return _Searched(output, votes, (time.perf_counter() - started) * 1000)
+
+
+@router.post(
+    "/img_url",
+    response_model=LookupResponse,
+    responses=error_responses(400, 413, 415, 422, 502, 503, 504),
+    summary="Identify a species by similarity to the indexed photos",
+    description=(
+        "Embeds the photo, finds the most similar photos in the species index and lets them vote. "
+        "Covers every species in the index (add more with POST /v1/index/items). Send `img_url` "
+        "(query) or a multipart upload in `image`."
+    ),
+)
+async def lookup(
+    image: ImageInputDep,
+    store: IndexStoreDep,
+    runner: RunnerDep,
+    fetcher: FetcherDep,
+    settings: SettingsDep,
+    top_k: TopK = None,
+) -> LookupResponse:
+    index, embedder = await current_index(store)
+    source = await image.load(fetcher, settings)
+    started = time.perf_counter()
+    found = await runner.run(
+        _embed_and_search, embedder, index, source.data, settings, top_k or settings.top_k_default
+    )
+    results = [
+        LookupResult(
+            rank=position,
+            index=v.label,
+            scientific_name=index.labels[v.label].scientific_name,
+            common_name=index.labels[v.label].common_name,
+            score=v.score,
+            neighbours=v.neighbours,
+            similarity=v.similarity,
+        )
+        for position, v in enumerate(found.votes, 1)
+    ]
+    out = found.output
+    return LookupResponse(
+        index=index_info(index),
+        results=results,
+        no_match=not results or results[0].score < settings.min_score,
+        image=ImageInfo(
+            source=source.kind,
+            format=out.image.format,
+            width=out.image.width,
+            height=out.image.height,
+            bytes=len(source.data),
+        ),
+        timings_ms=Timings(
+            fetch_ms=source.fetch_ms,
+            decode_ms=out.decode_ms,
+            infer_ms=out.infer_ms,
+            search_ms=found.search_ms,
+            total_ms=(time.perf_counter() - started) * 1000 + (source.fetch_ms or 0.0),
+        ),
+    )
+
+
+@router.get(
+    "/v1/index",
+    response_model=IndexInfo,
+    responses=error_responses(503),
+    summary="The species index /img_url searches",
+)
+async def get_index(store: IndexStoreDep) -> IndexInfo:
+    index, _ = await current_index(store)
+    return index_info(index)
+
+
+def require_admin(settings: Settings, authorization: str | None) -> None:
+    if settings.admin_token is None:
+        raise Forbidden("index writes over HTTP are disabled: set ADMIN_TOKEN to enable them")
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = settings.admin_token.get_secret_value()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("POST /v1/index/items needs 'Authorization: Bearer <ADMIN_TOKEN>'")
+
+
+@router.post(
+    "/v1/index/items",
+    response_model=IndexItemsResponse,
+    status_code=201,
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
+    summary="Add photos of a species to the index (no retraining)",
+    description=(
+        "Multipart: one or more `image` files and the `scientific_name` they show (optionally "
+        "`common_name`). The photos are embedded with the index's embedder and published as a new "
+        "index version, atomically; /img_url answers from it at once."
+    ),
+)
+async def add_items(
+    store: IndexStoreDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    image: Annotated[list[UploadFile], File(description="photos of the species")],
+    scientific_name: Annotated[
+        str, Form(min_length=3, max_length=200, pattern=r"^[A-Z][a-z]+( [a-z\-]+){0,3}$")
+    ],
+    common_name: Annotated[str | None, Form(max_length=200)] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> IndexItemsResponse:
+    require_admin(settings, authorization)
+    index, embedder = await current_index(store)
+    features: list[npt.NDArray[np.float32]] = []
+    for upload in image:
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise PayloadTooLarge(f"{upload.filename} is larger than {settings.max_upload_bytes} bytes")
+        if not data:
+            raise BadRequest(f"{upload.filename} is empty")
+        output = await runner.run(run_model, embedder, data, settings.max_image_pixels)
+        features.append(output.scores)
+    known = any(label.scientific_name == scientific_name for label in index.labels)
+    label = Label(scientific_name=scientific_name, common_name=common_name)
+    extended = await asyncio.to_thread(store.add, np.stack(features), [label] * len(features))
+    return IndexItemsResponse(
+        added=len(features), species=scientific_name, new_species=not known, index=index_info(extended)
+    )

@@ -1,0 +1,104 @@
+"""The server's view of INDEX_DIR: the loaded version, swapped when ``current`` moves.
+
+Requests check the ``current`` link (one readlink) and, when another process (``add-to-index``,
+a rebuild) has published a new version, load it off the event loop; requests already running
+keep the version they started with. ``add`` extends the index in this process under the same
+file lock the CLI takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from app.errors import IndexUnavailable, ServiceError
+from app.index.artifacts import IndexDir, IndexLoadError, Label, SpeciesIndex
+from app.index.builder import add_photos, check_embedder
+from app.models.registry import LoadedModel, Registry
+
+log = logging.getLogger(__name__)
+
+IndexState = Literal["absent", "ready", "refused"]
+
+
+class IndexStore:
+    def __init__(self, directory: Path, registry: Registry) -> None:
+        self.dir = IndexDir(directory)
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._index: SpeciesIndex | None = None
+        self._embedder: LoadedModel | None = None
+        self._seen: str | None = None  # the version last tried, loaded or refused
+        self.state: IndexState = "absent"
+        self.reason: str | None = f"no index in {directory}: build one with `python -m app build-index`"
+
+    @property
+    def stale(self) -> bool:
+        return self.dir.current_version() != self._seen
+
+    def refresh(self) -> None:
+        """Blocking: loads the current version if it changed. Never raises."""
+        with self._lock:
+            version = self.dir.current_version()
+            if version == self._seen:
+                return
+            self._seen = version
+            if version is None:
+                self._set(
+                    None,
+                    None,
+                    "absent",
+                    f"no index in {self.dir.root}: build one with `python -m app build-index`",
+                )
+                return
+            try:
+                loaded = self.dir.load(version)
+                embedder = self._registry.get(loaded.manifest.embedder.name, task="embedder")
+                check_embedder(loaded, embedder)
+            except (IndexLoadError, ServiceError) as exc:
+                message = exc.message if isinstance(exc, ServiceError) else str(exc)
+                log.error("index %s refused: %s", version, message)
+                self._set(None, None, "refused", message)
+                return
+            self._set(loaded, embedder, "ready", None)
+            log.info(
+                "index %s ready: %d photos of %d species, embedder %s",
+                version,
+                loaded.manifest.n_vectors,
+                loaded.manifest.n_species,
+                embedder.spec.name,
+            )
+
+    def _set(
+        self, index: SpeciesIndex | None, embedder: LoadedModel | None, state: IndexState, reason: str | None
+    ) -> None:
+        self._index, self._embedder, self.state, self.reason = index, embedder, state, reason
+
+    def get(self) -> tuple[SpeciesIndex, LoadedModel]:
+        index, embedder = self._index, self._embedder
+        if index is None or embedder is None:
+            raise IndexUnavailable(
+                f"species index is {self.state}: {self.reason}", detail={"state": self.state}
+            )
+        return index, embedder
+
+    def add(self, features: np.ndarray, labels: list[Label]) -> SpeciesIndex:
+        """Blocking: appends photos, publishes a new version and serves it."""
+        try:
+            with self.dir.writer_lock():
+                self.refresh()  # extend what is on disk now, not what this process last saw
+                _, embedder = self.get()
+                extended = add_photos(self.dir, embedder, features, labels)
+        except OSError as exc:  # e.g. the volume is mounted read-only
+            raise IndexUnavailable(
+                f"cannot write the index in {self.dir.root}: {exc.strerror or exc}",
+                detail={"state": "read_only"},
+            ) from exc
+        with self._lock:
+            self._seen = extended.manifest.version
+            self._set(extended, embedder, "ready", None)
+        return extended

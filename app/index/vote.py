@@ -1,0 +1,50 @@
+"""Nearest neighbours -> species scores.
+
+Each of the k neighbours votes for its species with weight ``exp((s - s_max) / T)``, ``s`` its
+cosine similarity: near neighbours count more, a neighbour at distance 0 (``s = 1``) is as
+finite as any other, and the scores, normalised over the k votes, lie in [0, 1] and sum to 1
+over all species (to at most 1 over the ``top_k`` returned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class SpeciesVote:
+    label: int
+    score: float
+    neighbours: int  # how many of the k neighbours are this species
+    similarity: float  # cosine similarity of its nearest photo
+
+
+def vote(
+    similarities: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    row_labels: npt.NDArray[np.int32],
+    *,
+    top_k: int,
+    temperature: float,
+) -> list[SpeciesVote]:
+    valid = rows >= 0  # FAISS pads with -1 when the index holds fewer than k vectors
+    sims = np.asarray(similarities[valid], dtype=np.float64)
+    if sims.size == 0:
+        return []
+    labels = row_labels[rows[valid]]
+    weights = np.exp((sims - sims.max()) / temperature)
+    weights /= weights.sum()
+    species, inverse = np.unique(labels, return_inverse=True)
+    scores = np.bincount(inverse, weights=weights)
+    counts = np.bincount(inverse)
+    best = np.full(len(species), -np.inf)
+    np.maximum.at(best, inverse, sims)
+    # Highest score first; ties by nearest photo, then label id, so answers are repeatable.
+    order = np.lexsort((species, -best, -scores))[:top_k]
+    return [
+        SpeciesVote(int(species[i]), float(min(scores[i], 1.0)), int(counts[i]), float(best[i]))
+        for i in order
+    ]
