@@ -103,3 +103,15 @@ def test_index_writes_over_http_are_off_without_an_admin_token(service):
         headers={"Authorization": "Bearer anything"},
     )
     assert response.status_code == 403 and "ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+def test_no_pca_when_there_are_fewer_photos_than_dimensions(setup, tmp_path):
+    env = {**os.environ, "MODELS_MANIFEST": str(setup["manifest"])}
+    build = subprocess.run(
+        [sys.executable, "-m", "app", "build-index", str(setup["photos"]), "--out", str(tmp_path / "index"),
+         "--embedder", "test_embedder", "--no-progress"],  # default --dims 128 > 30 photos
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    assert "30 photos of 6 species, flat index of 64-d vectors;" in build.stdout, build.stdout
+    assert not list((tmp_path / "index").glob("v-*/pca.npz"))
