@@ -195,6 +195,88 @@ def add_to_index(
     )
 
 
+@cli.command("link-gbif")
+def link_gbif(
+    model: Annotated[
+        str | None, typer.Option(help="a classifier's manifest name: link its label map")
+    ] = None,
+    index: Annotated[Path | None, typer.Option(help="an index folder: link its species")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="default: the model's `taxonomy` path, or beside its labels")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0.1, max=1000, help="GBIF calls started per second")] = 5.0,
+    kingdom: Annotated[str | None, typer.Option(help="restrict matches, e.g. Animalia")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Resolve every label against GBIF once, into a taxonomy file the service joins onto results.
+
+    Resumable: labels already in the file are skipped. Only EXACT matches are linked; the rest
+    are listed.
+    """
+    import asyncio
+
+    from app.enrich.gbif import GbifClient
+    from app.enrich.link import link_names
+    from app.index.store import TAXONOMY_FILE
+
+    settings = Settings()
+    if (model is None) == (index is None):
+        typer.echo("error: give exactly one of --model or --index", err=True)
+        raise typer.Exit(2)
+    if model is not None:
+        from app.models.labels import load_labels
+        from app.models.manifest import load_manifest
+
+        manifest = load_manifest(settings.models_manifest)
+        spec = next((m for m in manifest.models if m.name == model and m.labels), None)
+        if spec is None or spec.labels is None:
+            typer.echo(f"error: no model with a label map named {model!r}", err=True)
+            raise typer.Exit(2)
+        labels = load_labels(manifest.resolve(spec.labels), None)
+        names = [label.scientific_name for i, label in enumerate(labels) if i != spec.background_index]
+        default = (
+            manifest.resolve(spec.taxonomy)
+            if spec.taxonomy
+            else manifest.resolve(spec.labels).parent / TAXONOMY_FILE
+        )
+    else:
+        from app.index.artifacts import IndexDir, IndexLoadError
+
+        assert index is not None
+        try:
+            names = [label.scientific_name for label in IndexDir(index).load().labels]
+        except IndexLoadError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        default = index / TAXONOMY_FILE
+    target = out or default
+
+    async def run() -> None:
+        client = GbifClient(settings)
+        try:
+            report = await link_names(names, client, target, rate=rate, kingdom=kingdom, progress=progress)
+        finally:
+            await client.aclose()
+        for item in report.unresolved:
+            hint = f" (GBIF suggests {item.suggestion})" if item.suggestion else ""
+            typer.echo(f"unresolved: {item.name}: {item.matchType}{hint}")
+        for name, error in report.failed:
+            typer.echo(f"failed: {name}: {error}")
+        typer.echo(
+            f"{target}: {report.linked} of {len(names)} names linked, {len(report.unresolved)} unresolved, "
+            f"{len(report.failed)} failed (rerun to retry); {report.resumed} resumed from the file"
+        )
+        if model is not None and spec is not None and spec.taxonomy is None:
+            shown = (
+                target.relative_to(manifest.base_dir) if target.is_relative_to(manifest.base_dir) else target
+            )
+            typer.echo(f'add  taxonomy = "{shown}"  to the {model} entry of the manifest to serve it')
+        if report.failed:
+            raise typer.Exit(1)
+
+    asyncio.run(run())
+
+
 @cli.command("index-info")
 def index_info(index: Annotated[Path, typer.Argument(help="index folder")]) -> None:
     """Print the current version's manifest."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.enrich.gbif import GbifClient
 from app.imaging.fetch import ImageFetcher
 from app.index.store import IndexStore
 from app.models.registry import Registry
@@ -38,8 +39,14 @@ def _index_store(request: Request) -> IndexStore:
     return store
 
 
+def _gbif(request: Request) -> GbifClient:
+    gbif: GbifClient = request.app.state.gbif
+    return gbif
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 RunnerDep = Annotated[InferenceRunner, Depends(_runner)]
 FetcherDep = Annotated[ImageFetcher, Depends(_fetcher)]
 IndexStoreDep = Annotated[IndexStore, Depends(_index_store)]
+GbifDep = Annotated[GbifClient, Depends(_gbif)]

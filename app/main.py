@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api.main import api_router
+from app.enrich.gbif import GbifClient
 from app.errors import PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
@@ -133,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.runner = runner
         app.state.fetcher = ImageFetcher(client, config)
+        gbif = GbifClient(config)
+        app.state.gbif = gbif
         index_store = IndexStore(config.index_dir, registry)
         app.state.index_store = index_store
 
@@ -147,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await asyncio.shield(loading)  # a thread cannot be cancelled; let it finish
             await client.aclose()
+            await gbif.aclose()
             await asyncio.to_thread(runner.shutdown)
             registry.close()
 

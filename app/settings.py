@@ -53,6 +53,20 @@ class Settings(BaseSettings):
     # Bearer token for POST /v1/index/items; unset disables index writes over HTTP.
     admin_token: SecretStr | None = None
 
+    # --- GBIF ---------------------------------------------------------------------------
+    gbif_api_url: str = "https://api.gbif.org/v1"
+    gbif_connect_timeout: PositiveFloat = 3.0
+    gbif_read_timeout: PositiveFloat = 5.0
+    gbif_total_timeout: PositiveFloat = 8.0  # retries included: a caller waits no longer
+    gbif_retries: int = Field(default=2, ge=0, le=10)
+    gbif_backoff: PositiveFloat = 0.25  # seconds, doubled per retry (Retry-After wins)
+    gbif_max_concurrency: int = Field(default=4, ge=1, le=64)
+    gbif_cache_path: Path = Path("volumes/cache/gbif.sqlite")
+    gbif_cache_ttl_s: PositiveFloat = 7 * 24 * 3600.0
+    # Taxonomic rollup: under this best-species score, report the deepest taxon whose summed
+    # score reaches it (e.g. "genus Vanessa, 0.93").
+    rollup_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+
     # --- image input --------------------------------------------------------------------
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakes.gbif import FakeGbif
 from tests.fakes.image_host import ImageHost
 from tests.support.images import encode, photo
 from tests.support.models import build_classifier_savedmodel
@@ -191,6 +192,26 @@ def service_env(manifest: Path, **extra: str) -> dict[str, str]:
         "INFERENCE_WORKERS": "2",
         **extra,
     }
+
+
+def gbif_env(manifest: Path, fake: FakeGbif, cache: Path, **extra: str) -> dict[str, str]:
+    return service_env(
+        manifest,
+        GBIF_API_URL=fake.base_url,
+        GBIF_CACHE_PATH=str(cache),
+        GBIF_READ_TIMEOUT="0.5",
+        GBIF_TOTAL_TIMEOUT="2",
+        GBIF_BACKOFF="0.05",
+        GBIF_RETRIES="2",
+        GBIF_MAX_CONCURRENCY="2",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_gbif() -> Iterator[FakeGbif]:
+    with FakeGbif() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

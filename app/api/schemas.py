@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.enrich.taxonomy import Rollup, Taxon
+
 
 class SpeciesResult(BaseModel):
     rank: int = Field(ge=1, description="1 = best")
@@ -14,6 +16,10 @@ class SpeciesResult(BaseModel):
     scientific_name: str
     common_name: str | None = Field(default=None, description="where the label files give one")
     score: float = Field(ge=0.0, le=1.0, description="the model's probability for this class")
+    taxonomy: Taxon | None = Field(
+        default=None,
+        description="GBIF backbone taxon, where the label map was linked (python -m app link-gbif)",
+    )
 
 
 class ImageInfo(BaseModel):
@@ -83,6 +89,11 @@ class ClassificationResponse(BaseModel):
     background_score: float | None = Field(
         default=None, description="probability of the background class, for models that have one"
     )
+    rollup: Rollup | None = Field(
+        default=None,
+        description="when no species reaches ROLLUP_THRESHOLD: the deepest taxon whose species' scores "
+        "sum to it (needs a linked taxonomy)",
+    )
     image: ImageInfo
     timings_ms: Timings
 
@@ -146,6 +157,7 @@ class LookupResponse(BaseModel):
     index: IndexInfo
     results: list[LookupResult] = Field(description="best first")
     no_match: bool = Field(description="true when the best species' score is under MIN_SCORE")
+    rollup: Rollup | None = Field(default=None, description="as for the classifiers")
     image: ImageInfo
     timings_ms: Timings
 
@@ -155,6 +167,67 @@ class IndexItemsResponse(BaseModel):
     species: str
     new_species: bool = Field(description="the species was not in the index before")
     index: IndexInfo
+
+
+class GbifMatch(BaseModel):
+    """GBIF's species match, in GBIF's own field names, plus whether to trust it blindly."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "usageKey": 5231190,
+                    "scientificName": "Passer domesticus (Linnaeus, 1758)",
+                    "canonicalName": "Passer domesticus",
+                    "rank": "SPECIES",
+                    "status": "ACCEPTED",
+                    "confidence": 99,
+                    "matchType": "EXACT",
+                    "kingdom": "Animalia",
+                    "genus": "Passer",
+                    "species": "Passer domesticus",
+                    "speciesKey": 5231190,
+                    "synonym": False,
+                    "flagged": False,
+                    "flag_reason": None,
+                    "cache": "miss",
+                }
+            ]
+        },
+    )
+
+    usageKey: int  # GBIF's field names are the contract
+    scientificName: str | None = None
+    canonicalName: str | None = None
+    rank: str | None = None
+    status: str | None = None
+    matchType: str = Field(description="EXACT, FUZZY or HIGHERRANK (NONE is answered with 404)")
+    confidence: int | None = None
+    synonym: bool | None = None
+    acceptedUsageKey: int | None = None
+    kingdom: str | None = None
+    phylum: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+    order: str | None = None
+    family: str | None = None
+    genus: str | None = None
+    species: str | None = None
+    kingdomKey: int | None = None
+    phylumKey: int | None = None
+    classKey: int | None = None
+    orderKey: int | None = None
+    familyKey: int | None = None
+    genusKey: int | None = None
+    speciesKey: int | None = None
+    note: str | None = None
+    alternatives: list[GbifMatch] | None = Field(default=None, description="with verbose=true")
+    flagged: bool = Field(default=False, description="FUZZY or HIGHERRANK: check before relying on it")
+    flag_reason: str | None = None
+    cache: Literal["hit", "miss", "stale"] | None = Field(
+        default=None, description="stale: GBIF failed and an expired cached answer was served"
+    )
 
 
 class ModelInfo(BaseModel):

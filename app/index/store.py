@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from app.enrich.taxonomy import Taxon, load_taxonomy
 from app.errors import IndexUnavailable, ServiceError
 from app.index.artifacts import IndexDir, IndexLoadError, Label, SpeciesIndex
 from app.index.builder import add_photos, check_embedder
@@ -23,6 +24,7 @@ from app.models.registry import LoadedModel, Registry
 log = logging.getLogger(__name__)
 
 IndexState = Literal["absent", "ready", "refused"]
+TAXONOMY_FILE = "gbif_taxonomy.jsonl"  # beside the versions: species keep their taxon across versions
 
 
 class IndexStore:
@@ -33,6 +35,7 @@ class IndexStore:
         self._index: SpeciesIndex | None = None
         self._embedder: LoadedModel | None = None
         self._seen: str | None = None  # the version last tried, loaded or refused
+        self.taxonomy: dict[str, Taxon] = {}  # INDEX_DIR/gbif_taxonomy.jsonl, from link-gbif --index
         self.state: IndexState = "absent"
         self.reason: str | None = f"no index in {directory}: build one with `python -m app build-index`"
 
@@ -65,6 +68,7 @@ class IndexStore:
                 self._set(None, None, "refused", message)
                 return
             self._set(loaded, embedder, "ready", None)
+            self.taxonomy = load_taxonomy(self.taxonomy_path)
             log.info(
                 "index %s ready: %d photos of %d species, embedder %s",
                 version,
@@ -72,6 +76,10 @@ class IndexStore:
                 loaded.manifest.n_species,
                 embedder.spec.name,
             )
+
+    @property
+    def taxonomy_path(self) -> Path:
+        return self.dir.root / TAXONOMY_FILE
 
     def _set(
         self, index: SpeciesIndex | None, embedder: LoadedModel | None, state: IndexState, reason: str | None

@@ -51,6 +51,7 @@ class ModelSpec(BaseModel):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     labels: str | None = None  # csv (id,name[,common_name]) or txt, one class per line
     common_names: str | None = None  # txt, "Scientific name (Common Name)" per line
+    taxonomy: str | None = None  # GBIF taxonomy per label, written by `python -m app link-gbif`
     background_index: int | None = Field(default=None, ge=0)
     input: InputSpec = InputSpec()
     output: Literal["probabilities", "logits", "features"] = "probabilities"

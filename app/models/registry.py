@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from app.enrich.taxonomy import Taxon, load_taxonomy
 from app.errors import ModelNotFound, ModelUnavailable
 from app.models.backends.base import Backend, BackendError
 from app.models.checksum import tree_sha256
@@ -37,6 +38,7 @@ class LoadedModel:
     labels: list[Label] = field(default_factory=list)
     load_seconds: float | None = None
     sha256: str | None = None  # of what was loaded; an index records its embedder's
+    taxonomy: dict[str, Taxon] = field(default_factory=dict)  # scientific name -> GBIF taxon
 
     @property
     def num_outputs(self) -> int | None:
@@ -98,6 +100,7 @@ class Registry:
                 assert spec.handle is not None
                 entry.location = spec.handle
             entry.labels = self._labels(spec)
+            entry.taxonomy = self._taxonomy(spec)
             entry.backend = self._open_backend(spec, entry.location)
             self._check_outputs(entry)
         except (BackendError, OSError, ValueError) as exc:
@@ -119,6 +122,15 @@ class Registry:
             log.warning("model %s: common-name file %s missing; scientific names only", spec.name, common)
             common = None
         return load_labels(self.manifest.resolve(spec.labels), common)
+
+    def _taxonomy(self, spec: ModelSpec) -> dict[str, Taxon]:
+        if spec.taxonomy is None:
+            return {}
+        path = self.manifest.resolve(spec.taxonomy)
+        if not path.exists():
+            log.warning("model %s: taxonomy %s missing; run `python -m app link-gbif`", spec.name, path)
+            return {}
+        return load_taxonomy(path)
 
     def _open_backend(self, spec: ModelSpec, location: str) -> Backend:
         if spec.format == "tflite":

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query
 from app.api.image_input import ImageInput, ImageInputDep
 from app.api.schemas import ClassificationResponse, ImageInfo, SpeciesResult, Timings, error_responses
 from app.deps import FetcherDep, RegistryDep, RunnerDep, SettingsDep
+from app.enrich.taxonomy import rollup
 from app.imaging.fetch import ImageFetcher
 from app.models.registry import LoadedModel
 from app.models.runner import InferenceRunner
@@ -58,9 +59,21 @@ async def classify(
             scientific_name=model.labels[index].scientific_name,
             common_name=model.labels[index].common_name,
             score=score,
+            taxonomy=model.taxonomy.get(model.labels[index].scientific_name),
         )
         for position, (index, score) in enumerate(zip(ranking.indices, ranking.scores, strict=True), 1)
     ]
+    # Climb the taxonomy only when no species is confident; over every class, not just top_k.
+    background = model.spec.background_index
+    summed = rollup(
+        (
+            (label.scientific_name, float(p))
+            for i, (label, p) in enumerate(zip(model.labels, output.scores, strict=True))
+            if i != background
+        ),
+        model.taxonomy,
+        settings.rollup_threshold,
+    )
     total_ms = (time.perf_counter() - started) * 1000 + (source.fetch_ms or 0.0)
     return ClassificationResponse(
         model=model.spec.name,
@@ -69,6 +82,7 @@ async def classify(
         no_match=ranking.no_match,
         no_match_reason=ranking.no_match_reason,
         background_score=ranking.background_score,
+        rollup=summed,
         image=ImageInfo(
             source=source.kind,
             format=output.image.format,

@@ -25,6 +25,7 @@ from app.api.schemas import (
     error_responses,
 )
 from app.deps import FetcherDep, IndexStoreDep, RunnerDep, SettingsDep
+from app.enrich.taxonomy import rollup
 from app.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from app.index.artifacts import Label, SpeciesIndex
 from app.index.store import IndexStore
@@ -63,7 +64,7 @@ class _Searched:
 
 
 def _embed_and_search(
-    embedder: LoadedModel, index: SpeciesIndex, data: bytes, settings: Settings, top_k: int
+    embedder: LoadedModel, index: SpeciesIndex, data: bytes, settings: Settings
 ) -> _Searched:
     """One worker-thread hop: decode -> embed -> project -> k-NN -> vote."""
     output = run_model(embedder, data, settings.max_image_pixels)
@@ -71,7 +72,10 @@ def _embed_and_search(
     sims, rows = index.search(
         index.project(output.scores[np.newaxis]), settings.index_neighbours, settings.index_ef_search
     )
-    votes = vote(sims[0], rows[0], index.rows, top_k=top_k, temperature=settings.index_temperature)
+    # Every species among the neighbours: the rollup needs them all, the answer the first top_k.
+    votes = vote(
+        sims[0], rows[0], index.rows, top_k=len(index.labels), temperature=settings.index_temperature
+    )
     return _Searched(output, votes, (time.perf_counter() - started) * 1000)
 
 
@@ -97,9 +101,7 @@ async def lookup(
     index, embedder = await current_index(store)
     source = await image.load(fetcher, settings)
     started = time.perf_counter()
-    found = await runner.run(
-        _embed_and_search, embedder, index, source.data, settings, top_k or settings.top_k_default
-    )
+    found = await runner.run(_embed_and_search, embedder, index, source.data, settings)
     results = [
         LookupResult(
             rank=position,
@@ -109,14 +111,21 @@ async def lookup(
             score=v.score,
             neighbours=v.neighbours,
             similarity=v.similarity,
+            taxonomy=store.taxonomy.get(index.labels[v.label].scientific_name),
         )
-        for position, v in enumerate(found.votes, 1)
+        for position, v in enumerate(found.votes[: top_k or settings.top_k_default], 1)
     ]
+    summed = rollup(
+        ((index.labels[v.label].scientific_name, v.score) for v in found.votes),
+        store.taxonomy,
+        settings.rollup_threshold,
+    )
     out = found.output
     return LookupResponse(
         index=index_info(index),
         results=results,
         no_match=not results or results[0].score < settings.min_score,
+        rollup=summed,
         image=ImageInfo(
             source=source.kind,
             format=out.image.format,
