@@ -35,13 +35,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     TF_CPP_MIN_LOG_LEVEL=2 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    MODELS_MANIFEST=/srv/volumes/models/models.toml
+    MODELS_MANIFEST=/srv/volumes/models/models.toml \
+    GBIF_CACHE_PATH=/srv/cache/gbif.sqlite
+# ./volumes is mounted read-only; the GBIF answer cache needs a writable place of its own.
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /srv --shell /usr/sbin/nologin app
+    && useradd --system --uid 10001 --gid app --home-dir /srv --shell /usr/sbin/nologin app \
+    && mkdir -p /srv/cache && chown 10001:10001 /srv/cache
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY --chown=10001:10001 volumes/models/models.toml /srv/volumes/models/models.toml
 USER 10001:10001
+VOLUME ["/srv/cache"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health/ready\", timeout=4)"]

@@ -61,6 +61,7 @@ echo "building $image with $engine ..."
 "$engine" run --detach --name "$name" --restart unless-stopped \
   --publish "$bind:$port:8000" \
   --volume "$PWD/volumes:/srv/volumes:ro" \
+  --volume species-id-cache:/srv/cache \
   "$image" >/dev/null
 
 url="http://$bind:$port"

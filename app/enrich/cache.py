@@ -7,12 +7,15 @@ the last good answer can still be given (stale-if-error), flagged as such.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +26,28 @@ class Cached:
 
 class ResponseCache:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path: Path | None = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open(str(path))
+        except (OSError, sqlite3.Error) as exc:
+            # A read-only volume must not stop the service: answers are then cached in memory.
+            log.warning("response cache %s unusable (%s); caching in memory until restart", path, exc)
+            self.path = None
+            self._db = self._open(":memory:")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _open(where: str) -> sqlite3.Connection:
         # One connection shared by worker threads, serialised by a lock: lookups are tiny.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
+        db = sqlite3.connect(where, check_same_thread=False, isolation_level=None)
+        if where != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
             "CREATE TABLE IF NOT EXISTS responses "
             "(key TEXT PRIMARY KEY, payload TEXT NOT NULL, stored_at REAL NOT NULL)"
         )
-        self._lock = threading.Lock()
+        return db
 
     def get(self, key: str) -> Cached | None:
         with self._lock:

@@ -104,15 +104,26 @@ CONTAINERFILE
 fi
 
 # ---- 4. docker API socket -----------------------------------------------------------------------
-if ! { [[ -S $SOCKET ]] && curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }; then
+pid_file="$STATE_DIR/service.pid"
+service_ok() {
+  # Answering, and started from / by this script (a service whose working directory was deleted
+  # answers pings but cannot start containers: conmon inherits that directory).
+  [[ -S $SOCKET && -f $pid_file ]] &&
+    [[ $(readlink "/proc/$(cat "$pid_file")/cwd" 2>/dev/null) == / ]] &&
+    curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1
+}
+if ! service_ok; then
+  [[ -f $pid_file ]] && kill "$(cat "$pid_file")" 2>/dev/null || true
+  pkill -f "podman system service --time=0 unix://$SOCKET" 2>/dev/null || true
   rm -f "$SOCKET"
   log "starting podman system service at $SOCKET"
-  nohup podman system service --time=0 "unix://$SOCKET" >"$STATE_DIR/service.log" 2>&1 &
+  (cd / && { nohup podman system service --time=0 "unix://$SOCKET" >"$STATE_DIR/service.log" 2>&1 &
+    echo $! >"$pid_file"; })
   for _ in $(seq 1 50); do
-    curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
+    service_ok && break
     sleep 0.2
   done
-  curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 || { log "podman service did not start"; exit 1; }
+  service_ok || { log "podman service did not start"; exit 1; }
 fi
 
 cat >"$STATE_DIR/env.sh" <<ENV

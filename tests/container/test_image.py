@@ -72,6 +72,7 @@ def test_container_classifies_an_upload_and_stops_cleanly_on_sigterm(
     podman.wait_healthy(name)
     assert podman.state(name)["Health"]["Status"] == "healthy"  # type: ignore[index]
 
+    assert "unusable" not in podman.logs(name)  # the GBIF cache found its writable volume
     response = post_photo(f"http://127.0.0.1:{port}", "/bird_url", CHICKADEE, top_k=3)
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["scientific_name"] == "Poecile atricapillus"
