@@ -38,7 +38,8 @@ def test_lite_image_is_lean_unprivileged_and_keeps_its_healthcheck(podman: Podma
     assert found["tools"] == [] and not found["venv_pip"], found  # no compilers, no installer
     assert not found["tensorflow"], found  # TensorFlow is the tf variant's
     assert found["app"] == "0.1.0"
-    assert found["srv"] == ["volumes"] and found["models"] == ["models.toml"], found  # no models baked in
+    assert found["srv"] == ["cache", "volumes"] and found["models"] == ["models.toml"], found  # no models
+    assert found["cache"] == {"files": [], "writable": True}, found  # the GBIF cache's own volume
     assert found["project_files"] == [], found  # no tests, no repository files
 
 
@@ -53,6 +54,7 @@ print(json.dumps({
     "tensorflow": importlib.util.find_spec("tensorflow") is not None,
     "app": app.__version__,
     "srv": sorted(os.listdir("/srv")),
+    "cache": {"files": os.listdir("/srv/cache"), "writable": os.access("/srv/cache", os.W_OK)},
     "models": sorted(os.listdir("/srv/volumes/models")),
     "project_files": [
         os.path.join(d, f) for top in ("/opt", "/srv", "/usr/local", "/tmp", "/src")
