@@ -10,6 +10,7 @@ they care about::
     │   └── URLNotAllowed             400 url_not_allowed
     ├── Unauthorized                  401 unauthorized       (+ WWW-Authenticate)
     ├── Forbidden                     403 forbidden
+    ├── RateLimited                   429 rate_limited       (+ Retry-After, RateLimit-*)
     ├── PayloadTooLarge               413 too_large
     ├── UnsupportedMediaType          415 not_an_image
     ├── UndecodableImage              422 undecodable_image
@@ -20,6 +21,7 @@ they care about::
     └── Unavailable                   503 unavailable
         ├── ModelUnavailable          503 model_unavailable  (missing on disk, failed to load)
         ├── IndexUnavailable          503 index_unavailable  (no index, or built with another embedder)
+        ├── DeadlineExceeded          503 deadline_exceeded  (REQUEST_TIMEOUT; + Retry-After)
         └── Overloaded                503 overloaded         (+ Retry-After)
 
 Pillow, httpx and the model runtimes have their errors translated where they are called
@@ -65,13 +67,18 @@ class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, message: str, *, challenge: str = "Bearer") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(ServiceError):
     status = 403
     code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    status = 429
+    code = "rate_limited"
 
 
 class PayloadTooLarge(ServiceError):
@@ -119,6 +126,10 @@ class ModelUnavailable(Unavailable):
 
 class IndexUnavailable(Unavailable):
     code = "index_unavailable"
+
+
+class DeadlineExceeded(Unavailable):
+    code = "deadline_exceeded"
 
 
 class Overloaded(Unavailable):

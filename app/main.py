@@ -15,14 +15,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.api.access import RateLimiter
 from app.api.main import api_router
 from app.enrich.gbif import GbifClient
-from app.errors import PayloadTooLarge, ServiceError
+from app.errors import DeadlineExceeded, PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
 from app.models.manifest import load_manifest
@@ -88,6 +90,68 @@ class BodySizeLimit:
         return PayloadTooLarge(f"the request body is larger than {limit} bytes", detail={"max_bytes": limit})
 
 
+class RequestDeadline:
+    """Answers 503 ``deadline_exceeded`` for a request still running after REQUEST_TIMEOUT, so a
+    slow photo or a stuck upstream never holds a client (or a connection) indefinitely. Work
+    already in a worker thread finishes there and is dropped; the runner counts it until then."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timeout = scope["app"].state.settings.request_timeout
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with asyncio.timeout(timeout):
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if started:  # too late for a clean answer: the client sees the connection close
+                raise
+            error = DeadlineExceeded(
+                f"the request took longer than {timeout:g} s", headers={"Retry-After": "1"}
+            )
+            await render_error(error)(scope, receive, send)
+
+
+class ConfiguredCORS:
+    """CORS from the settings the lifespan loaded; with no CORS_ORIGINS no CORS header is ever
+    sent, so browsers keep other sites out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._cors: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["app"].state.settings.cors_origins:
+            await self.app(scope, receive, send)
+            return
+        if self._cors is None:
+            self._cors = CORSMiddleware(
+                self.app,
+                allow_origins=scope["app"].state.settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+                expose_headers=[
+                    "Retry-After",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
+                    "X-Cache",
+                ],
+                max_age=600,
+            )
+        await self._cors(scope, receive, send)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -138,6 +202,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gbif = gbif
         index_store = IndexStore(config.index_dir, registry)
         app.state.index_store = index_store
+        app.state.rate_limiter = (
+            RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst)
+            if config.rate_limit_per_minute
+            else None
+        )
 
         def load() -> None:
             registry.load_all()
@@ -167,6 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestDeadline)
+    app.add_middleware(ConfiguredCORS)  # outermost: preflights are answered before anything else
     return app
 
 

@@ -75,11 +75,25 @@ class Settings(BaseSettings):
 
     # --- fetching image URLs ------------------------------------------------------------
     allow_private_networks: bool = False
+    # When set, only these hosts (a name matches itself and its subdomains) or networks (CIDR) are
+    # fetched from; addresses inside a listed network pass even if private (an internal image store).
+    fetch_allowed_hosts: list[str] = []
     fetch_connect_timeout: PositiveFloat = 5.0
     fetch_read_timeout: PositiveFloat = 10.0
     fetch_total_timeout: PositiveFloat = 20.0
     fetch_max_redirects: int = Field(default=3, ge=0, le=10)
     fetch_user_agent: str = "species-id/0.1"
+
+    # --- access ---------------------------------------------------------------------------
+    # X-API-Key values accepted by the photo and GBIF endpoints; empty = open (e.g. behind a gateway).
+    api_keys: list[SecretStr] = []
+    # Requests per minute per API key (per client address without keys); 0 = no limit.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)  # default: the per-minute figure
+    # Origins allowed to call the API from a browser; empty = no CORS headers (closed).
+    cors_origins: list[str] = []
+    # A request still running after this many seconds is answered 503 and abandoned.
+    request_timeout: PositiveFloat = 30.0
 
     # --- serving ------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -1,12 +1,18 @@
-"""Assembles the routers; nothing else."""
+"""Assembles the routers; nothing else.
+
+Health, model listing and the docs are open; the photo and GBIF endpoints pass ``require_access``
+(API keys and rate limit, when configured); index writes have their own admin token.
+"""
 
 from fastapi import APIRouter
 
+from app.api.access import AccessDep
 from app.api.routes import classify, gbif, health, lookup, models
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(models.router)
-api_router.include_router(classify.router)
-api_router.include_router(lookup.router)
-api_router.include_router(gbif.router)
+api_router.include_router(classify.router, dependencies=[AccessDep])
+api_router.include_router(lookup.router, dependencies=[AccessDep])
+api_router.include_router(gbif.router, dependencies=[AccessDep])
+api_router.include_router(lookup.admin_router)

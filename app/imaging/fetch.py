@@ -1,16 +1,15 @@
 """URL -> image bytes, treating every URL as hostile.
 
-Only http/https; the host is resolved and every address must be globally routable unless
-ALLOW_PRIVATE_NETWORKS is set; redirects are followed by hand so each hop is checked the same
-way; the body is streamed under a byte cap and a total deadline. httpx's errors are translated
-here: the image host failing is 502, it being too slow is 504.
+Only http/https, no credentials; the host must pass FETCH_ALLOWED_HOSTS when set; the connection
+goes only to an address that was checked, in the transport itself (``address_guard``: no second
+lookup for DNS rebinding); redirects are followed by hand so each hop is checked the same way; the
+body is streamed under a byte cap and a total deadline. httpx's errors are translated here: the
+image host failing is 502, it being too slow is 504.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from dataclasses import dataclass
 
 import httpx
@@ -21,8 +20,8 @@ from app.errors import (
     UnsupportedMediaType,
     UpstreamError,
     UpstreamTimeout,
-    URLNotAllowed,
 )
+from app.imaging.address_guard import CheckedTransport, HostPolicy
 from app.settings import Settings
 
 MAX_URL_LENGTH = 2048
@@ -54,35 +53,16 @@ def parse_url(raw: str) -> httpx.URL:
         raise InvalidURL("img_url has no host", detail={"url": raw[:200]})
     if url.userinfo:
         raise InvalidURL("img_url must not carry credentials")
+    if url.host.endswith("."):  # "localhost." is localhost: one spelling per host for every check
+        url = url.copy_with(host=url.host.rstrip("."))
     return url
-
-
-def is_public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 class ImageFetcher:
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-
-    async def _check_host(self, url: httpx.URL) -> None:
-        if self._settings.allow_private_networks:
-            return
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise UpstreamError(f"could not resolve host {url.host!r}", detail={"host": url.host}) from exc
-        refused = sorted({str(info[4][0]) for info in infos if not is_public_address(str(info[4][0]))})
-        if refused:
-            raise URLNotAllowed(
-                f"img_url host {url.host!r} resolves to a non-public address; refused",
-                detail={"host": url.host, "addresses": refused},
-            )
+        self._policy = HostPolicy(settings.allow_private_networks, settings.fetch_allowed_hosts)
 
     async def fetch(self, raw_url: str) -> FetchedImage:
         url = parse_url(raw_url)
@@ -97,7 +77,7 @@ class ImageFetcher:
 
     async def _follow(self, url: httpx.URL) -> FetchedImage:
         for _ in range(self._settings.fetch_max_redirects + 1):
-            await self._check_host(url)
+            self._policy.check_name(url.host)  # addresses are checked when connecting
             try:
                 async with self._client.stream("GET", url) as response:
                     if response.status_code in _REDIRECTS and "location" in response.headers:
@@ -154,10 +134,11 @@ def build_client(settings: Settings) -> httpx.AsyncClient:
         write=settings.fetch_read_timeout,
         pool=settings.fetch_connect_timeout,
     )
+    policy = HostPolicy(settings.allow_private_networks, settings.fetch_allowed_hosts)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,  # each hop is checked by ImageFetcher
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=CheckedTransport(policy, httpx.Limits(max_connections=100, max_keepalive_connections=20)),
         headers={"User-Agent": settings.fetch_user_agent, "Accept": "image/*"},
         trust_env=False,  # a proxy from the environment would bypass the address check
     )

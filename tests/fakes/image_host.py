@@ -22,9 +22,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class ImageHost:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, address: str = "127.0.0.1") -> None:
         self.root = root
+        self.address = address
         self.hits: Counter[str] = Counter()
+        self.host_headers: list[str] = []
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +38,7 @@ class ImageHost:
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 host.hits[parts.path] += 1
+                host.host_headers.append(self.headers.get("Host", ""))
                 segments = [unquote(s) for s in parts.path.strip("/").split("/")]
                 try:
                     route = segments[0]
@@ -93,13 +96,13 @@ class ImageHost:
                     sent += len(piece)
                 self.wfile.write(b"0\r\n\r\n")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((address, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.address}:{self.port}{path}"
 
     def __enter__(self) -> ImageHost:
         self._thread.start()

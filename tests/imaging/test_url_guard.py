@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.errors import InvalidURL
-from app.imaging.fetch import is_public_address, parse_url
+from app.imaging.address_guard import is_public_address
+from app.imaging.fetch import parse_url
 
 REFUSED = [
     "127.0.0.1",
@@ -27,6 +28,14 @@ REFUSED = [
     "::ffff:127.0.0.1",
     "::ffff:10.0.0.1",
     "ff02::1",
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "::ffff:169.254.169.254",
+    "100.127.255.254",
+    "198.18.0.1",  # benchmarking range
+    "192.0.2.1",  # documentation range
 ]
 ALLOWED = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"]
 

@@ -35,6 +35,7 @@ from app.pipeline import ModelOutput, run_model
 from app.settings import Settings
 
 router = APIRouter(tags=["lookup"])
+admin_router = APIRouter(tags=["lookup"])  # the admin token, not API keys, guards index writes
 
 
 def index_info(index: SpeciesIndex) -> IndexInfo:
@@ -163,7 +164,7 @@ def require_admin(settings: Settings, authorization: str | None) -> None:
         raise Unauthorized("POST /v1/index/items needs 'Authorization: Bearer <ADMIN_TOKEN>'")
 
 
-@router.post(
+@admin_router.post(
     "/v1/index/items",
     response_model=IndexItemsResponse,
     status_code=201,
