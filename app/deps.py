@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.enrich.gbif import GbifClient
 from app.imaging.fetch import ImageFetcher
 from app.index.store import IndexStore
+from app.metrics import Metrics
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
 from app.settings import Settings
@@ -44,9 +45,15 @@ def _gbif(request: Request) -> GbifClient:
     return gbif
 
 
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 RunnerDep = Annotated[InferenceRunner, Depends(_runner)]
 FetcherDep = Annotated[ImageFetcher, Depends(_fetcher)]
 IndexStoreDep = Annotated[IndexStore, Depends(_index_store)]
 GbifDep = Annotated[GbifClient, Depends(_gbif)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -27,6 +27,7 @@ from app.enrich.gbif import GbifClient
 from app.errors import DeadlineExceeded, PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
+from app.metrics import Metrics, MetricsMiddleware
 from app.models.manifest import load_manifest
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
         manifest = load_manifest(config.models_manifest)
         registry = Registry.from_settings(manifest, config)
+        registry.on_batch = app.state.metrics.observe_batch
         runner = InferenceRunner(workers=config.inference_workers, max_queue=config.max_queue)
         client = build_client(config)
         app.state.settings = config
@@ -233,10 +235,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
     )
+    app.state.metrics = Metrics(app.state)
+    app.state.metrics.info.labels(__version__).set(1)
     _install_error_handlers(app)
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(RequestDeadline)
+    app.add_middleware(MetricsMiddleware)  # outside the deadline: a 503 from it is counted too
     app.add_middleware(ConfiguredCORS)  # outermost: preflights are answered before anything else
     return app
 

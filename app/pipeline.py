@@ -1,11 +1,13 @@
-"""The CPU-bound middle of a request, run in one worker-thread hop: decode -> model.
+"""The CPU-bound middle of a request: decode -> model.
 
-The API and the CLI both call ``run_model`` so that a photo is treated the same way whether
-it arrives over HTTP or from a folder.
+``run_model`` does both in one worker-thread hop (the CLI and TFLite models). ``process`` is what
+the API awaits: the same hop, or, for a model with a micro-batcher, the decode in a worker thread
+and the model call in the batcher's, awaited without holding a worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ import numpy.typing as npt
 
 from app.imaging.decode import DecodedImage, decode
 from app.models.registry import LoadedModel
+from app.models.runner import InferenceRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,15 +27,24 @@ class ModelOutput:
     infer_ms: float
 
 
-def run_model(model: LoadedModel, data: bytes, max_pixels: int) -> ModelOutput:
+def _decode(model: LoadedModel, data: bytes, max_pixels: int) -> tuple[DecodedImage, float]:
     started = time.perf_counter()
     image = decode(data, model.spec.input, max_pixels=max_pixels)
-    decoded = time.perf_counter()
+    return image, (time.perf_counter() - started) * 1000
+
+
+def run_model(model: LoadedModel, data: bytes, max_pixels: int) -> ModelOutput:
+    image, decode_ms = _decode(model, data, max_pixels)
+    started = time.perf_counter()
     scores = model.scores(image.pixels[np.newaxis])[0]
-    finished = time.perf_counter()
-    return ModelOutput(
-        image=image,
-        scores=scores,
-        decode_ms=(decoded - started) * 1000,
-        infer_ms=(finished - decoded) * 1000,
-    )
+    return ModelOutput(image, scores, decode_ms, (time.perf_counter() - started) * 1000)
+
+
+async def process(runner: InferenceRunner, model: LoadedModel, data: bytes, max_pixels: int) -> ModelOutput:
+    batcher = model.batcher
+    if batcher is None:
+        return await runner.run(run_model, model, data, max_pixels)
+    image, decode_ms = await runner.run(_decode, model, data, max_pixels)
+    started = time.perf_counter()
+    scores = await asyncio.wrap_future(batcher.submit(image.pixels))
+    return ModelOutput(image, scores, decode_ms, (time.perf_counter() - started) * 1000)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     tflite_threads: int = Field(default=1, ge=1, le=64)
     # Requests admitted beyond the busy workers before new ones get 503 + Retry-After.
     max_queue: int = Field(default=64, ge=0)
+    # SavedModel models: concurrent requests gathered into one call of at most this many images,
+    # waiting at most this long for company (1 = no batching).
+    batch_max_size: int = Field(default=16, ge=1, le=256)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
 
     # --- ranking ------------------------------------------------------------------------
     top_k_default: int = Field(default=5, ge=1, le=100)

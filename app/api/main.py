@@ -11,6 +11,7 @@ from app.api.routes import classify, gbif, health, lookup, models
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(health.metrics_router)
 api_router.include_router(models.router)
 api_router.include_router(classify.router, dependencies=[AccessDep])
 api_router.include_router(lookup.router, dependencies=[AccessDep])

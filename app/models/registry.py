@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 from app.enrich.taxonomy import Taxon, load_taxonomy
 from app.errors import ModelNotFound, ModelUnavailable
 from app.models.backends.base import Backend, BackendError
+from app.models.batcher import MicroBatcher
 from app.models.checksum import tree_sha256
 from app.models.labels import Label, load_labels
 from app.models.manifest import Manifest, ModelSpec
@@ -39,6 +41,7 @@ class LoadedModel:
     load_seconds: float | None = None
     sha256: str | None = None  # of what was loaded; an index records its embedder's
     taxonomy: dict[str, Taxon] = field(default_factory=dict)  # scientific name -> GBIF taxon
+    batcher: MicroBatcher | None = None  # SavedModels: concurrent requests share one call
 
     @property
     def num_outputs(self) -> int | None:
@@ -57,16 +60,34 @@ class LoadedModel:
 
 
 class Registry:
-    def __init__(self, manifest: Manifest, *, workers: int = 1, tflite_threads: int = 1) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        workers: int = 1,
+        tflite_threads: int = 1,
+        batch_max_size: int = 1,
+        batch_max_wait_ms: float = 0.0,
+        max_queue: int = 64,
+    ) -> None:
         self.manifest = manifest
         self._workers = workers
         self._tflite_threads = tflite_threads
+        self._batching = (batch_max_size, batch_max_wait_ms, max_queue)
+        self.on_batch: Callable[[str, int, float], None] | None = None
         self._models = {spec.name: LoadedModel(spec) for spec in manifest.models}
         self._done = threading.Event()
 
     @classmethod
     def from_settings(cls, manifest: Manifest, settings: Settings) -> Registry:
-        return cls(manifest, workers=settings.inference_workers, tflite_threads=settings.tflite_threads)
+        return cls(
+            manifest,
+            workers=settings.inference_workers,
+            tflite_threads=settings.tflite_threads,
+            batch_max_size=settings.batch_max_size,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            max_queue=settings.max_queue,
+        )
 
     # --- loading --------------------------------------------------------------------------
     def load_all(self) -> None:
@@ -110,6 +131,17 @@ class Registry:
                 entry.backend = None
             log.error("model %s failed to load: %s", spec.name, exc)
             return
+        max_batch, max_wait_ms, max_queue = self._batching
+        # TFLite: one interpreter per worker and batching does not pay on CPU; SavedModels gain.
+        if spec.format == "saved_model" and max_batch > 1:
+            entry.batcher = MicroBatcher(
+                spec.name,
+                entry.scores,
+                max_batch=max_batch,
+                max_wait_ms=max_wait_ms,
+                max_queue=max_queue,
+                on_batch=self.on_batch,
+            )
         entry.load_seconds = time.perf_counter() - started
         entry.state, entry.reason = "ready", None
         log.info("model %s ready in %.2fs", spec.name, entry.load_seconds)
@@ -205,6 +237,9 @@ class Registry:
 
     def close(self) -> None:
         for entry in self._models.values():
+            if entry.batcher is not None:
+                entry.batcher.close()
+                entry.batcher = None
             if entry.backend is not None:
                 entry.backend.close()
                 entry.backend = None

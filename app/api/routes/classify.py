@@ -11,12 +11,13 @@ from fastapi import APIRouter, Path, Query
 
 from app.api.image_input import ImageInput, ImageInputDep
 from app.api.schemas import ClassificationResponse, ImageInfo, SpeciesResult, Timings, error_responses
-from app.deps import FetcherDep, RegistryDep, RunnerDep, SettingsDep
+from app.deps import FetcherDep, MetricsDep, RegistryDep, RunnerDep, SettingsDep
 from app.enrich.taxonomy import rollup
 from app.imaging.fetch import ImageFetcher
+from app.metrics import Metrics
 from app.models.registry import LoadedModel
 from app.models.runner import InferenceRunner
-from app.pipeline import run_model
+from app.pipeline import process
 from app.ranking import rank
 from app.settings import Settings
 
@@ -42,10 +43,15 @@ async def classify(
     settings: Settings,
     runner: InferenceRunner,
     fetcher: ImageFetcher,
+    metrics: Metrics,
 ) -> ClassificationResponse:
     source = await image.load(fetcher, settings)
     started = time.perf_counter()
-    output = await runner.run(run_model, model, source.data, settings.max_image_pixels)
+    output = await process(runner, model, source.data, settings.max_image_pixels)
+    metrics.observe_image(
+        model.spec.name, output.decode_ms, output.infer_ms, source.fetch_ms,
+        len(source.data) if source.kind == "url" else None,
+    )  # fmt: skip
     ranking = rank(
         output.scores,
         top_k=top_k or settings.top_k_default,
@@ -106,9 +112,10 @@ def _legacy_route(group: str) -> Callable[..., Awaitable[ClassificationResponse]
         runner: RunnerDep,
         fetcher: FetcherDep,
         settings: SettingsDep,
+        metrics: MetricsDep,
         top_k: TopK = None,
     ) -> ClassificationResponse:
-        return await classify(registry.by_group(group), image, top_k, settings, runner, fetcher)
+        return await classify(registry.by_group(group), image, top_k, settings, runner, fetcher, metrics)
 
     endpoint.__name__ = f"classify_{group}"
     return endpoint
@@ -142,7 +149,8 @@ async def classify_with(
     runner: RunnerDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     top_k: TopK = None,
 ) -> ClassificationResponse:
     model = registry.get(model_name, task="classifier")
-    return await classify(model, image, top_k, settings, runner, fetcher)
+    return await classify(model, image, top_k, settings, runner, fetcher, metrics)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.schemas import Liveness, Readiness
-from app.deps import IndexStoreDep, RegistryDep, SettingsDep
+from app.deps import IndexStoreDep, MetricsDep, RegistryDep, SettingsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -31,3 +32,16 @@ async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreD
     else:
         body, status = Readiness(status="not_ready", models=states, index=index.state), 503
     return JSONResponse(body.model_dump(), status_code=status)
+
+
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    summary="Prometheus metrics: requests, latency, fetch/decode/inference time, batch sizes, queue depth",
+)
+async def metrics(collected: MetricsDep) -> Response:
+    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

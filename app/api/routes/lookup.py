@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -24,14 +23,14 @@ from app.api.schemas import (
     Timings,
     error_responses,
 )
-from app.deps import FetcherDep, IndexStoreDep, RunnerDep, SettingsDep
+from app.deps import FetcherDep, IndexStoreDep, MetricsDep, RunnerDep, SettingsDep
 from app.enrich.taxonomy import rollup
 from app.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from app.index.artifacts import Label, SpeciesIndex
 from app.index.store import IndexStore
 from app.index.vote import SpeciesVote, vote
 from app.models.registry import LoadedModel
-from app.pipeline import ModelOutput, run_model
+from app.pipeline import process
 from app.settings import Settings
 
 router = APIRouter(tags=["lookup"])
@@ -57,27 +56,19 @@ async def current_index(store: IndexStore) -> tuple[SpeciesIndex, LoadedModel]:
     return store.get()
 
 
-@dataclass(frozen=True, slots=True)
-class _Searched:
-    output: ModelOutput
-    votes: list[SpeciesVote]
-    search_ms: float
-
-
-def _embed_and_search(
-    embedder: LoadedModel, index: SpeciesIndex, data: bytes, settings: Settings
-) -> _Searched:
-    """One worker-thread hop: decode -> embed -> project -> k-NN -> vote."""
-    output = run_model(embedder, data, settings.max_image_pixels)
+def _search(
+    index: SpeciesIndex, features: npt.NDArray[np.float32], settings: Settings
+) -> tuple[list[SpeciesVote], float]:
+    """project -> k-NN -> vote, in a worker thread (an exact search over 100k photos takes ms)."""
     started = time.perf_counter()
     sims, rows = index.search(
-        index.project(output.scores[np.newaxis]), settings.index_neighbours, settings.index_ef_search
+        index.project(features[np.newaxis]), settings.index_neighbours, settings.index_ef_search
     )
     # Every species among the neighbours: the rollup needs them all, the answer the first top_k.
     votes = vote(
         sims[0], rows[0], index.rows, top_k=len(index.labels), temperature=settings.index_temperature
     )
-    return _Searched(output, votes, (time.perf_counter() - started) * 1000)
+    return votes, (time.perf_counter() - started) * 1000
 
 
 @router.post(
@@ -97,12 +88,18 @@ async def lookup(
     runner: RunnerDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     top_k: TopK = None,
 ) -> LookupResponse:
     index, embedder = await current_index(store)
     source = await image.load(fetcher, settings)
     started = time.perf_counter()
-    found = await runner.run(_embed_and_search, embedder, index, source.data, settings)
+    out = await process(runner, embedder, source.data, settings.max_image_pixels)
+    metrics.observe_image(
+        embedder.spec.name, out.decode_ms, out.infer_ms, source.fetch_ms,
+        len(source.data) if source.kind == "url" else None,
+    )  # fmt: skip
+    votes, search_ms = await runner.run(_search, index, out.scores, settings)
     results = [
         LookupResult(
             rank=position,
@@ -114,14 +111,13 @@ async def lookup(
             similarity=v.similarity,
             taxonomy=store.taxonomy.get(index.labels[v.label].scientific_name),
         )
-        for position, v in enumerate(found.votes[: top_k or settings.top_k_default], 1)
+        for position, v in enumerate(votes[: top_k or settings.top_k_default], 1)
     ]
     summed = rollup(
-        ((index.labels[v.label].scientific_name, v.score) for v in found.votes),
+        ((index.labels[v.label].scientific_name, v.score) for v in votes),
         store.taxonomy,
         settings.rollup_threshold,
     )
-    out = found.output
     return LookupResponse(
         index=index_info(index),
         results=results,
@@ -138,7 +134,7 @@ async def lookup(
             fetch_ms=source.fetch_ms,
             decode_ms=out.decode_ms,
             infer_ms=out.infer_ms,
-            search_ms=found.search_ms,
+            search_ms=search_ms,
             total_ms=(time.perf_counter() - started) * 1000 + (source.fetch_ms or 0.0),
         ),
     )
@@ -196,7 +192,7 @@ async def add_items(
             raise PayloadTooLarge(f"{upload.filename} is larger than {settings.max_upload_bytes} bytes")
         if not data:
             raise BadRequest(f"{upload.filename} is empty")
-        output = await runner.run(run_model, embedder, data, settings.max_image_pixels)
+        output = await process(runner, embedder, data, settings.max_image_pixels)
         features.append(output.scores)
     known = any(label.scientific_name == scientific_name for label in index.labels)
     label = Label(scientific_name=scientific_name, common_name=common_name)

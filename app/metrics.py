@@ -1,0 +1,120 @@
+"""Prometheus metrics, one registry per app (so several apps in one process never collide).
+
+Requests are labelled by route template (``/v1/classify/{model_name}``), never by raw path, so
+the label set stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _StateCollector(Collector):
+    """Read at scrape time: queue depth and model states need no bookkeeping on the hot path."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        state = self._metrics.app_state
+        runner = getattr(state, "runner", None)
+        registry = getattr(state, "registry", None)
+        depth = GaugeMetricFamily(
+            "inference_jobs_in_flight", "decode/inference jobs admitted and not finished"
+        )
+        depth.add_metric([], runner.in_flight if runner else 0)
+        yield depth
+        waiting = GaugeMetricFamily("batch_queue_depth", "images waiting for a micro-batch", labels=["model"])
+        models = GaugeMetricFamily(
+            "models", "manifest entries by state (1 = in that state)", labels=["model", "state"]
+        )
+        for entry in registry.entries() if registry else []:
+            models.add_metric([entry.spec.name, entry.state], 1)
+            if entry.batcher is not None:
+                waiting.add_metric([entry.spec.name], entry.batcher.depth)
+        yield waiting
+        yield models
+
+
+class Metrics:
+    def __init__(self, app_state: object) -> None:
+        self.app_state = app_state
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "time to the full response", ["method", "route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.fetch_seconds = Histogram(
+            "image_fetch_seconds", "img_url download time", buckets=STAGE_BUCKETS, registry=r
+        )
+        self.fetch_bytes = Histogram(
+            "image_fetch_bytes", "img_url body size", buckets=(1e4, 1e5, 5e5, 1e6, 5e6, 2e7), registry=r
+        )
+        self.decode_seconds = Histogram(
+            "image_decode_seconds", "decode + resize", ["model"], buckets=STAGE_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "model_inference_seconds",
+            "model call (per request)",
+            ["model"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "model_batch_size", "images per micro-batched call", ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,
+        )  # fmt: skip
+        self.info = Gauge("build_info", "service version", ["version"], registry=r)
+        r.register(_StateCollector(self))
+
+    def observe_batch(self, model: str, size: int, _seconds: float) -> None:
+        self.batch_size.labels(model).observe(size)
+
+    def observe_image(
+        self, model: str, decode_ms: float, infer_ms: float, fetch_ms: float | None, fetched_bytes: int | None
+    ) -> None:
+        self.decode_seconds.labels(model).observe(decode_ms / 1000)
+        self.inference_seconds.labels(model).observe(infer_ms / 1000)
+        if fetch_ms is not None:
+            self.fetch_seconds.observe(fetch_ms / 1000)
+            self.fetch_bytes.observe(fetched_bytes or 0)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics: Metrics = scope["app"].state.metrics
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            metrics.requests.labels(method, template, str(status)).inc()
+            metrics.latency.labels(method, template).observe(time.perf_counter() - started)

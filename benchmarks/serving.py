@@ -1,0 +1,356 @@
+"""End-to-end serving benchmark, side by side in one run on this machine.
+
+    .venv/bin/python benchmarks/serving.py              # needs ../shared (real models and photos)
+
+Compares, for the birds model:
+  (a) the in-process limit: the service's own decode + preprocess + infer loop on worker threads,
+      no HTTP;
+  (b) a naive server in the style of the original (benchmarks/naive_app.py: blocking full-size
+      decode and inference inside an ``async def``);
+  (c) this service (uvicorn, one process),
+driven over loopback at concurrency 1, 4 and 16, by upload and by URL (a local static server),
+with real photos (../shared samples + Leeds) and with 12 MP JPEGs. Then micro-batching on an
+InceptionV3-sized SavedModel (random weights), batch 1 vs BATCH_MAX_SIZE=16, at concurrency 16.
+The load generator runs on the same 2 cores as the servers: every figure pays for it equally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPECIES_SHARED_DIR", REPO.parent / "shared"))
+BIRDS = SHARED / "models" / "aiy_birds_v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log.open("wb")
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        ready = "/health/ready" if "app.main:app" in command else "/docs"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{command} exited; see {log}")
+            try:
+                if httpx.get(self.url + ready, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.startup_s = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+def static_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real image host
+        disable_nagle_algorithm = True  # else headers and body meet delayed ACKs: +40 ms per photo
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        request_queue_size = 128  # socketserver's default of 5 drops SYNs under load (1 s retries)
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def request_bytes(port: int, route: str, name: str, payload: bytes | str) -> bytes:
+    """One complete HTTP/1.1 request, built once: the load generator then only writes bytes and
+    reads answers, so its own CPU use stays small next to the servers' (they share 2 cores)."""
+    head = f"Host: 127.0.0.1:{port}\r\nConnection: keep-alive\r\n"
+    if isinstance(payload, str):
+        target = f"{route}?" + httpx.QueryParams({"img_url": payload}).__str__()
+        return f"POST {target} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode()
+    boundary = "----species-bench-7d3f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return (
+        f"POST {route} HTTP/1.1\r\n{head}Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def drive(url: str, route: str, payloads: list[tuple[str, bytes | str]], concurrency: int, total: int):
+    """``total`` requests over ``concurrency`` keep-alive connections; (img/s, p50, p99 ms, errors)."""
+    port = int(url.rsplit(":", 1)[1])
+    requests = [request_bytes(port, route, name, payload) for name, payload in payloads]
+    latencies: list[float] = []
+    errors = 0
+    next_index = iter(range(total))
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
+        await exchange(reader, writer, requests[0])  # warm-up, not timed
+        await barrier.wait()
+        for i in next_index:
+            started = time.perf_counter()
+            status = await exchange(reader, writer, requests[i % len(requests)])
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+        writer.close()
+
+    barrier = asyncio.Barrier(concurrency + 1)
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await barrier.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    client_share = (time.process_time() - cpu) / (elapsed * (os.cpu_count() or 1))
+    ms = np.array(latencies) * 1000
+    return total / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), errors, client_share
+
+
+def in_process(photos: list[bytes], workers: int, total: int) -> tuple[float, float, float]:
+    """(a): the service's run_model on `workers` threads, no HTTP."""
+    from app.cli import _registry
+    from app.pipeline import run_model
+    from app.settings import Settings
+
+    settings = Settings(models_manifest=BIRDS_MANIFEST, inference_workers=workers)
+    registry = _registry(settings, only="aiy_birds_v1")
+    model = registry.get("aiy_birds_v1")
+
+    def one(i: int) -> float:
+        started = time.perf_counter()
+        run_model(model, photos[i % len(photos)], settings.max_image_pixels)
+        return time.perf_counter() - started
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(workers * 2)))  # warm-up
+        started = time.perf_counter()
+        times = list(pool.map(one, range(total)))
+        elapsed = time.perf_counter() - started
+    registry.close()
+    ms = np.array(times) * 1000
+    return total / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+BIRDS_MANIFEST = Path(tempfile.gettempdir()) / "species-bench-models.toml"
+
+
+def write_birds_manifest() -> None:
+    BIRDS_MANIFEST.write_text(
+        '[[models]]\nname = "aiy_birds_v1"\ntask = "classifier"\nformat = "tflite"\ngroup = "bird"\n'
+        f'file = "{BIRDS / "model.tflite"}"\nlabels = "{BIRDS / "labelmap.csv"}"\nbackground_index = 964\n'
+    )
+
+
+def photo_sets(work: Path) -> dict[str, list[Path]]:
+    real = sorted((SHARED / "samples").glob("*.*"))
+    real = [p for p in real if p.suffix.lower() in (".jpg", ".bmp", ".png")]
+    real += sorted((SHARED / "datasets" / "leedsbutterfly" / "images").glob("*.jpg"))[::10]
+    big_dir = work / "12mp"
+    big_dir.mkdir(exist_ok=True)
+    big = []
+    for i, source in enumerate(real[-6:]):
+        target = big_dir / f"big{i}.jpg"
+        Image.open(source).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(target, "JPEG", quality=90)
+        big.append(target)
+    www = work / "www"
+    www.mkdir(exist_ok=True)
+    for p in real + big:
+        (www / p.name).write_bytes(p.read_bytes())
+    return {"real photos": real, "12 MP JPEGs": big}
+
+
+def build_inception(path: Path) -> Path:
+    import tensorflow as tf
+
+    model = tf.keras.applications.InceptionV3(weights=None, classes=1000, input_shape=(299, 299, 3))
+
+    class Wrapped(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 299, 299, 3], tf.float32, name="images")])
+        def __call__(self, images):
+            return {"probabilities": self.model(images, training=False)}
+
+    module = Wrapped()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
+    (path.parent / "inception_labels.txt").write_text("\n".join(f"class {i}" for i in range(1000)) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=160, help="per cell, real photos")
+    parser.add_argument("--big-requests", type=int, default=32, help="per cell, 12 MP JPEGs")
+    parser.add_argument("--skip-batching", action="store_true")
+    args = parser.parse_args()
+    if not (BIRDS / "model.tflite").exists():
+        sys.exit(f"{BIRDS} not found: this benchmark needs ../shared")
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    work = Path(tempfile.mkdtemp(prefix="species-bench-"))
+    write_birds_manifest()
+    sets = photo_sets(work)
+    static, static_url = static_server(work / "www")
+    print(f"{os.cpu_count()} CPUs, {workers} inference workers; photos: "
+          + ", ".join(f"{len(v)} {k}" for k, v in sets.items()))  # fmt: skip
+
+    uvicorn = [sys.executable, "-m", "uvicorn"]
+    service = Server([*uvicorn, "app.main:app"],
+                     {"MODELS_MANIFEST": str(BIRDS_MANIFEST), "ALLOW_PRIVATE_NETWORKS": "true",
+                      "MAX_QUEUE": "256", "GBIF_CACHE_PATH": str(work / "gbif.sqlite"),
+                      "INDEX_DIR": str(work / "index")},
+                     work / "service.log")  # fmt: skip
+    naive = Server([*uvicorn, "benchmarks.naive_app:app"], {"NAIVE_MODEL": str(BIRDS / "model.tflite")},
+                   work / "naive.log")  # fmt: skip
+    print(f"service ready in {service.startup_s:.2f} s (process start to /health/ready 200)")
+
+    rows = []
+    for set_name, photos in sets.items():
+        data = [p.read_bytes() for p in photos]
+        total = args.requests if set_name == "real photos" else args.big_requests
+        limit = in_process(data, workers, total)
+        for concurrency in (1, 4, 16):
+            for mode in ("upload", "url"):
+                payloads: list[tuple[str, bytes | str]] = (
+                    [(p.name, d) for p, d in zip(photos, data, strict=True)]
+                    if mode == "upload"
+                    else [(p.name, f"{static_url}/{p.name}") for p in photos]
+                )
+                c = asyncio.run(drive(service.url, "/bird_url", payloads, concurrency, total))
+                b = asyncio.run(drive(naive.url, "/bird_url", payloads, concurrency, total))
+                rows.append((set_name, mode, concurrency, limit, b, c))
+    static.shutdown()
+
+    print(f"\n{'photos':<12} {'input':<7} {'conc':>4} | {'(a) in-process':>22} | {'(b) naive':>22} | "
+          f"{'(c) service':>22} | {'c/a':>5} {'c/b':>5} | bench CPU")  # fmt: skip
+    print(f"{'':<12} {'':<7} {'':>4} | {'img/s  p50  p99 ms':>22} | {'img/s  p50  p99 ms':>22} | "
+          f"{'img/s  p50  p99 ms':>22} |")  # fmt: skip
+    for set_name, mode, concurrency, a, b, c in rows:
+
+        def cell(r: tuple) -> str:
+            return f"{r[0]:6.1f} {r[1]:5.0f} {r[2]:6.0f}"
+
+        errors = f"  ({c[3]} errors)" if c[3] else ""
+        print(f"{set_name:<12} {mode:<7} {concurrency:>4} | {cell(a):>22} | {cell(b):>22} | {cell(c):>22} | "
+              f"{c[0] / a[0]:5.2f} {c[0] / b[0]:5.2f} | {c[4]:8.0%}{errors}")  # fmt: skip
+    service_rss, naive_rss = rss_mib(service.proc.pid), rss_mib(naive.proc.pid)
+    print(f"\nRSS after the load: service {service_rss:.0f} MiB, naive {naive_rss:.0f} MiB")
+    service.stop()
+    naive.stop()
+
+    if args.skip_batching:
+        return
+    model = build_inception(work / "inception")
+    manifest = work / "inception.toml"
+    manifest.write_text(
+        '[[models]]\nname = "inception_random"\ntask = "classifier"\nformat = "saved_model"\n'
+        f'file = "{model}"\nlabels = "{work / "inception_labels.txt"}"\n'
+        'input = { size = [299, 299], dtype = "float32", range = [0.0, 1.0] }\n'
+    )
+    payloads = [(p.name, p.read_bytes()) for p in sets["real photos"]]
+    results = {}
+    for batch in (1, 16):
+        server = Server([*uvicorn, "app.main:app"],
+                        {"MODELS_MANIFEST": str(manifest), "BATCH_MAX_SIZE": str(batch), "MAX_QUEUE": "256",
+                         "GBIF_CACHE_PATH": str(work / "gbif.sqlite")},
+                        work / f"inception-{batch}.log")  # fmt: skip
+        measured = asyncio.run(drive(server.url, "/v1/classify/inception_random", payloads, 16, 96))
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+            for sample in family.samples
+            if sample.name in ("model_batch_size_sum", "model_batch_size_count")
+        }
+        count = samples.get("model_batch_size_count", 0.0)
+        mean_batch = samples["model_batch_size_sum"] / count if count else 1.0  # 1: no batcher
+        results[batch] = (*measured, server.startup_s, rss_mib(server.proc.pid), mean_batch)
+        server.stop()
+    print("\nInceptionV3-sized SavedModel (random weights, 299x299), 96 uploads at concurrency 16:")
+    for batch, r in results.items():
+        print(f"  BATCH_MAX_SIZE={batch:<3} {r[0]:6.1f} img/s  p50 {r[1]:6.0f} ms  p99 {r[2]:6.0f} ms  "
+              f"mean batch {r[7]:4.1f}  ready in {r[5]:.1f} s  RSS {r[6]:.0f} MiB")  # fmt: skip
+    print(f"  micro-batching gain: {results[16][0] / results[1][0]:.2f}x throughput")
+    ceiling = model_level(model)
+    print(f"  the model alone, same process, batch 1 vs 16: {ceiling[0]:.1f} vs {ceiling[1]:.1f} img/s "
+          f"= {ceiling[1] / ceiling[0]:.2f}x: the most batching can give on this CPU")  # fmt: skip
+
+
+def model_level(path: Path) -> tuple[float, float]:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    rates = []
+    for batch in (1, 16):
+        x = tf.constant(np.random.default_rng(0).random((batch, 299, 299, 3), dtype=np.float32))
+        signature(images=x)
+        started, done = time.perf_counter(), 0
+        while time.perf_counter() - started < 5:
+            signature(images=x)
+            done += batch
+        rates.append(done / (time.perf_counter() - started))
+    return rates[0], rates[1]
+
+
+if __name__ == "__main__":
+    main()
