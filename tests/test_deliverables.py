@@ -172,3 +172,22 @@ def test_the_image_command_serves_outside_a_container(
             assert plant.status_code == 503 and "download_volume.sh" in plant.json()["error"]["message"]
     finally:
         service.stop()
+
+
+def test_every_runtime_dependency_is_pinned_in_the_image_locks():
+    """The image installs only the locks: a dependency added to pyproject but not locked would
+    pass every test on the host and break the container at import."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    def locked(path: Path) -> set[str]:
+        return {line.split("==")[0].lower() for line in path.read_text().splitlines() if "==" in line}
+
+    assert names(project["dependencies"]) <= locked(REPO / "requirements" / "lite.lock")
+    full = names(project["dependencies"]) | names(project["optional-dependencies"]["tf"])
+    assert full <= locked(REPO / "requirements" / "tf.lock")
