@@ -7,11 +7,16 @@ the label set stays bounded whatever clients send.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from app.api.image_input import ImageSource
+    from app.pipeline import ModelOutput
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -82,14 +87,12 @@ class Metrics:
     def observe_batch(self, model: str, size: int, _seconds: float) -> None:
         self.batch_size.labels(model).observe(size)
 
-    def observe_image(
-        self, model: str, decode_ms: float, infer_ms: float, fetch_ms: float | None, fetched_bytes: int | None
-    ) -> None:
-        self.decode_seconds.labels(model).observe(decode_ms / 1000)
-        self.inference_seconds.labels(model).observe(infer_ms / 1000)
-        if fetch_ms is not None:
-            self.fetch_seconds.observe(fetch_ms / 1000)
-            self.fetch_bytes.observe(fetched_bytes or 0)
+    def observe_image(self, model: str, source: ImageSource, output: ModelOutput) -> None:
+        self.decode_seconds.labels(model).observe(output.decode_ms / 1000)
+        self.inference_seconds.labels(model).observe(output.infer_ms / 1000)
+        if source.fetch_ms is not None:
+            self.fetch_seconds.observe(source.fetch_ms / 1000)
+            self.fetch_bytes.observe(len(source.data))
 
 
 class MetricsMiddleware:

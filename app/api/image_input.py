@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, File, Query, UploadFile
 
+from app.api.schemas import ImageInfo
 from app.errors import BadRequest, PayloadTooLarge
+from app.imaging.decode import DecodedImage
 from app.imaging.fetch import ImageFetcher, parse_url
 from app.settings import Settings
 
@@ -23,6 +25,15 @@ class ImageSource:
     data: bytes
     kind: Literal["url", "upload"]
     fetch_ms: float | None
+
+    def info(self, image: DecodedImage) -> ImageInfo:
+        return ImageInfo(
+            source=self.kind,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+            bytes=len(self.data),
+        )
 
 
 @dataclass(frozen=True, slots=True)

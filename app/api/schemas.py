@@ -169,12 +169,11 @@ class IndexItemsResponse(BaseModel):
     index: IndexInfo
 
 
-class GbifMatch(BaseModel):
-    """GBIF's species match, in GBIF's own field names, plus whether to trust it blindly."""
+class GbifMatch(Taxon):
+    """GBIF's species match: the taxon (GBIF's own field names) and how it matched, plus whether
+    to trust it blindly."""
 
     model_config = ConfigDict(
-        populate_by_name=True,
-        extra="ignore",
         json_schema_extra={
             "examples": [
                 {
@@ -198,28 +197,11 @@ class GbifMatch(BaseModel):
         },
     )
 
-    usageKey: int  # GBIF's field names are the contract
-    scientificName: str | None = None
-    canonicalName: str | None = None
-    rank: str | None = None
-    status: str | None = None
     matchType: str = Field(description="EXACT, FUZZY or HIGHERRANK (NONE is answered with 404)")
     confidence: int | None = None
     synonym: bool | None = None
     acceptedUsageKey: int | None = None
-    kingdom: str | None = None
-    phylum: str | None = None
-    class_: str | None = Field(default=None, alias="class")
-    order: str | None = None
-    family: str | None = None
-    genus: str | None = None
     species: str | None = None
-    kingdomKey: int | None = None
-    phylumKey: int | None = None
-    classKey: int | None = None
-    orderKey: int | None = None
-    familyKey: int | None = None
-    genusKey: int | None = None
     speciesKey: int | None = None
     note: str | None = None
     alternatives: list[GbifMatch] | None = Field(default=None, description="with verbose=true")

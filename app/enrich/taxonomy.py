@@ -101,8 +101,10 @@ def rollup(
     scored: Iterable[tuple[str, float]], taxonomy: dict[str, Taxon], threshold: float
 ) -> Rollup | None:
     """When no species reaches ``threshold``, the deepest taxon whose species' scores sum to it."""
+    if not taxonomy:  # before touching the scores: most models have none, and this is per request
+        return None
     pairs = [(name, score) for name, score in scored if score > 0]
-    if not pairs or not taxonomy or max(score for _, score in pairs) >= threshold:
+    if not pairs or max(score for _, score in pairs) >= threshold:
         return None
     for rank in ROLLUP_RANKS:
         sums: dict[tuple[str, int | None], float] = defaultdict(float)

@@ -22,7 +22,7 @@ from app.index.artifacts import (
 )
 from app.index.embedding import Embedded, embed_paths, identity_of
 from app.index.pca import fit_pca
-from app.index.species_folders import labelled_images
+from app.index.species_folders import LabelledImage, labelled_images
 from app.models.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,33 @@ def _labels_and_rows(names: list[tuple[str, str | None]]) -> tuple[list[Label], 
     return labels, np.asarray(rows, dtype=np.int32)
 
 
+def _embed_folder(
+    images_dir: Path,
+    embedder: LoadedModel,
+    work: Path,
+    *,
+    max_pixels: int,
+    chunk_size: int = 256,
+    workers: int,
+    progress: bool,
+) -> tuple[list[LabelledImage], Embedded]:
+    """The labelled photos under ``images_dir`` that could be embedded, and the embeddings."""
+    images = labelled_images(images_dir)
+    embedded = embed_paths(
+        embedder,
+        [image.path for image in images],
+        work_dir=work,
+        max_pixels=max_pixels,
+        chunk_size=chunk_size,
+        workers=workers,
+        progress=progress,
+    )
+    kept = [image for image, ok in zip(images, embedded.ok, strict=True) if ok]
+    if not kept:
+        raise ValueError(f"none of the {len(images)} photos under {images_dir} could be embedded")
+    return kept, embedded
+
+
 def build_index(
     images_dir: Path,
     out: Path,
@@ -62,21 +89,17 @@ def build_index(
     keep_work: bool = False,
     progress: bool = True,
 ) -> BuildReport:
-    images = labelled_images(images_dir)
     index_dir = IndexDir(out)
     work = work_dir or out / ".work"
-    embedded = embed_paths(
+    kept, embedded = _embed_folder(
+        images_dir,
         embedder,
-        [image.path for image in images],
-        work_dir=work,
+        work,
         max_pixels=max_pixels,
         chunk_size=chunk_size,
         workers=workers,
         progress=progress,
     )
-    kept = [image for image, ok in zip(images, embedded.ok, strict=True) if ok]
-    if not kept:
-        raise ValueError(f"none of the {len(images)} photos under {images_dir} could be embedded")
     labels, rows = _labels_and_rows([(i.scientific_name, i.common_name) for i in kept])
     vectors = l2_normalize(embedded.features[embedded.ok])
 
@@ -142,19 +165,10 @@ def add_folder(
     workers: int = 2,
     progress: bool = True,
 ) -> tuple[SpeciesIndex, Embedded]:
-    images = labelled_images(images_dir)
     work = index_dir.root / ".work-add"
-    embedded = embed_paths(
-        embedder,
-        [image.path for image in images],
-        work_dir=work,
-        max_pixels=max_pixels,
-        workers=workers,
-        progress=progress,
+    kept, embedded = _embed_folder(
+        images_dir, embedder, work, max_pixels=max_pixels, workers=workers, progress=progress
     )
-    kept = [image for image, ok in zip(images, embedded.ok, strict=True) if ok]
-    if not kept:
-        raise ValueError(f"none of the {len(images)} photos under {images_dir} could be embedded")
     labels = [Label(scientific_name=i.scientific_name, common_name=i.common_name) for i in kept]
     with index_dir.writer_lock():
         extended = add_photos(index_dir, embedder, embedded.features[embedded.ok], labels)

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.api.image_input import ImageInput, ImageInputDep
-from app.api.schemas import ClassificationResponse, ImageInfo, SpeciesResult, Timings, error_responses
+from app.api.schemas import ClassificationResponse, SpeciesResult, Timings, error_responses
 from app.deps import FetcherDep, MetricsDep, RegistryDep, RunnerDep, SettingsDep
 from app.enrich.taxonomy import rollup
 from app.imaging.fetch import ImageFetcher
@@ -48,10 +48,7 @@ async def classify(
     source = await image.load(fetcher, settings)
     started = time.perf_counter()
     output = await process(runner, model, source.data, settings.max_image_pixels)
-    metrics.observe_image(
-        model.spec.name, output.decode_ms, output.infer_ms, source.fetch_ms,
-        len(source.data) if source.kind == "url" else None,
-    )  # fmt: skip
+    metrics.observe_image(model.spec.name, source, output)
     ranking = rank(
         output.scores,
         top_k=top_k or settings.top_k_default,
@@ -89,13 +86,7 @@ async def classify(
         no_match_reason=ranking.no_match_reason,
         background_score=ranking.background_score,
         rollup=summed,
-        image=ImageInfo(
-            source=source.kind,
-            format=output.image.format,
-            width=output.image.width,
-            height=output.image.height,
-            bytes=len(source.data),
-        ),
+        image=source.info(output.image),
         timings_ms=Timings(
             fetch_ms=source.fetch_ms,
             decode_ms=output.decode_ms,

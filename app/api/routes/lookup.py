@@ -15,7 +15,6 @@ from fastapi import APIRouter, File, Form, Header, UploadFile
 from app.api.image_input import ImageInputDep
 from app.api.routes.classify import TopK
 from app.api.schemas import (
-    ImageInfo,
     IndexInfo,
     IndexItemsResponse,
     LookupResponse,
@@ -95,10 +94,7 @@ async def lookup(
     source = await image.load(fetcher, settings)
     started = time.perf_counter()
     out = await process(runner, embedder, source.data, settings.max_image_pixels)
-    metrics.observe_image(
-        embedder.spec.name, out.decode_ms, out.infer_ms, source.fetch_ms,
-        len(source.data) if source.kind == "url" else None,
-    )  # fmt: skip
+    metrics.observe_image(embedder.spec.name, source, out)
     votes, search_ms = await runner.run(_search, index, out.scores, settings)
     results = [
         LookupResult(
@@ -123,13 +119,7 @@ async def lookup(
         results=results,
         no_match=not results or results[0].score < settings.min_score,
         rollup=summed,
-        image=ImageInfo(
-            source=source.kind,
-            format=out.image.format,
-            width=out.image.width,
-            height=out.image.height,
-            bytes=len(source.data),
-        ),
+        image=source.info(out.image),
         timings_ms=Timings(
             fetch_ms=source.fetch_ms,
             decode_ms=out.decode_ms,
