@@ -46,7 +46,7 @@ def rank(
     # A stable sort (a few microseconds for 2k classes) keeps ties in index order, so the same
     # photo always gets the same list.
     top = np.argsort(-species, kind="stable")[:k]
-    scores = [float(np.clip(species[i], 0.0, 1.0)) for i in top]
+    scores: list[float] = np.clip(species[top], 0.0, 1.0).tolist()
 
     reason: NoMatchReason | None = None
     best = scores[0] if scores else 0.0
@@ -54,4 +54,4 @@ def rank(
         reason = "background"
     elif best < min_score:
         reason = "low_confidence"
-    return Ranking([int(i) for i in top], scores, background, reason)
+    return Ranking(top.tolist(), scores, background, reason)

@@ -247,7 +247,9 @@ def main() -> None:
     args = parser.parse_args()
     if not (BIRDS / "model.tflite").exists():
         sys.exit(f"{BIRDS} not found: this benchmark needs ../shared")
-    workers = max(1, min(os.cpu_count() or 1, 8))
+    from app.settings import Settings
+
+    workers = Settings().inference_workers  # (a) gets the service's own default
     work = Path(tempfile.mkdtemp(prefix="species-bench-"))
     write_birds_manifest()
     sets = photo_sets(work)
