@@ -16,6 +16,7 @@ they care about::
     ├── UndecodableImage              422 undecodable_image
     ├── NotFound                      404 not_found
     │   └── ModelNotFound             404 model_not_found
+    ├── ManifestInvalid               409 manifest_invalid   (a reload found a broken manifest)
     ├── UpstreamError                 502 upstream_error     (the image host failed)
     ├── UpstreamTimeout               504 upstream_timeout   (the image host was too slow)
     └── Unavailable                   503 unavailable
@@ -103,6 +104,11 @@ class NotFound(ServiceError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class ManifestInvalid(ServiceError):
+    status = 409
+    code = "manifest_invalid"
 
 
 class UpstreamError(ServiceError):

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
 
-from app.errors import RateLimited, Unauthorized
+from app.errors import Forbidden, RateLimited, Unauthorized
 from app.settings import Settings
 
 _MAX_TRACKED = 10_000  # buckets kept; the least recently seen are forgotten first
@@ -117,3 +117,14 @@ async def require_access(
 
 
 AccessDep = Depends(require_access)
+
+
+def require_admin(settings: Settings, authorization: str | None, what: str) -> None:
+    """Writes (index items, model reloads) need ``Authorization: Bearer <ADMIN_TOKEN>``; with no
+    token configured they are off."""
+    if settings.admin_token is None:
+        raise Forbidden(f"{what} is disabled over HTTP: set ADMIN_TOKEN to enable it")
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = settings.admin_token.get_secret_value()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized(f"{what} needs 'Authorization: Bearer <ADMIN_TOKEN>'")

@@ -217,7 +217,8 @@ class ModelInfo(BaseModel):
 
     name: str
     task: Literal["classifier", "embedder"]
-    format: Literal["tflite", "saved_model"]
+    format: Literal["tflite", "saved_model", "head"]
+    embedder: str | None = Field(default=None, description="a head's embedder")
     version: str
     description: str
     group: str | None = Field(description="legacy route: group 'bird' serves POST /bird_url")
@@ -233,6 +234,11 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ModelReload(BaseModel):
+    reloaded: list[str] = Field(description="entries loaded anew: new, or their entry or file changed")
     models: list[ModelInfo]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +73,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
-    """Runs in a worker thread: CPU-bound, and it must not hold up the event loop."""
+Transform = Callable[[Image.Image], Image.Image]
+
+
+def decode(
+    data: bytes, spec: InputSpec, *, max_pixels: int, transform: Transform | None = None
+) -> DecodedImage:
+    """Runs in a worker thread: CPU-bound, and it must not hold up the event loop.
+
+    ``transform`` (training-time augmentation: a flip, a crop) sees the upright RGB photo before
+    the resize to the model's input."""
     claimed = sniff_format(data)
     if claimed is None:
         raise UnsupportedMediaType(
@@ -109,6 +118,8 @@ def decode(data: bytes, spec: InputSpec, *, max_pixels: int) -> DecodedImage:
                 image.draft("RGB", (side, side))
             ImageOps.exif_transpose(image, in_place=True)
             rgb = _to_rgb(image)
+            if transform is not None:
+                rgb = transform(rgb)
             resized = rgb.resize((width_in, height_in), Image.Resampling.BILINEAR)
     except PayloadTooLarge:
         raise

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from app.errors import ServiceError
+from app.imaging.augment import AUGMENTATIONS
 from app.index.artifacts import EmbedderIdentity
 from app.models.registry import LoadedModel
-from app.pipeline import run_model
+from app.pipeline import score_files
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def identity_of(entry: LoadedModel) -> EmbedderIdentity:
         sha256=entry.sha256,
         handle=entry.spec.handle,
         output_key=entry.spec.output_key,
-        input=entry.spec.input,
+        input=entry.input_spec,
         output_dim=entry.num_outputs,
     )
 
@@ -48,8 +47,10 @@ class Embedded:
     computed_chunks: int = 0
 
 
-def _chunk_key(identity: EmbedderIdentity, paths: list[Path]) -> str:
+def _chunk_key(identity: EmbedderIdentity, paths: list[Path], augment: str | None) -> str:
     digest = hashlib.sha256(identity.model_dump_json().encode())
+    if augment is not None:  # an augmented copy is another chunk
+        digest.update(f"\0augment={augment}".encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
@@ -65,45 +66,44 @@ def embed_paths(
     chunk_size: int = 256,
     workers: int = 2,
     progress: bool = True,
+    augment: str | None = None,
 ) -> Embedded:
+    """``augment``: a name from ``AUGMENTATIONS``, applied to every photo before embedding."""
     identity = identity_of(entry)
     work_dir.mkdir(parents=True, exist_ok=True)
     features = np.zeros((len(paths), identity.output_dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     result = Embedded(features, ok)
 
-    def embed_one(path: Path) -> npt.NDArray[np.float32] | str:
-        try:
-            return run_model(entry, path.read_bytes(), max_pixels).scores
-        except (ServiceError, OSError) as exc:
-            return getattr(exc, "message", str(exc))
-
     bar = tqdm(total=len(paths), unit="photo", desc=f"embedding ({entry.spec.name})", disable=not progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), chunk_size):
-            chunk = paths[start : start + chunk_size]
-            cached = work_dir / f"{start // chunk_size:06d}-{_chunk_key(identity, chunk)}.npz"
-            if cached.exists():
-                with np.load(cached, allow_pickle=False) as data:
-                    vectors, good = data["features"], data["ok"]
-                result.resumed_chunks += 1
-            else:
-                vectors = np.zeros((len(chunk), identity.output_dim), dtype=np.float32)
-                good = np.zeros(len(chunk), dtype=bool)
-                for i, out in enumerate(pool.map(embed_one, chunk)):
-                    if isinstance(out, str):
-                        result.failures.append((chunk[i], out))
-                        log.warning("skipped %s: %s", chunk[i], out)
-                    else:
-                        vectors[i], good[i] = out, True
-                partial = cached.with_suffix(".partial")
-                with partial.open("wb") as fh:
-                    np.savez(fh, features=vectors, ok=good)
-                partial.replace(cached)  # a chunk file is complete or absent
-                result.computed_chunks += 1
-            features[start : start + len(chunk)] = vectors
-            ok[start : start + len(chunk)] = good
+    for start in range(0, len(paths), chunk_size):
+        chunk = paths[start : start + chunk_size]
+        cached = work_dir / f"{start // chunk_size:06d}-{_chunk_key(identity, chunk, augment)}.npz"
+        if cached.exists():
+            with np.load(cached, allow_pickle=False) as data:
+                vectors, good = data["features"], data["ok"]
+            result.resumed_chunks += 1
             bar.update(len(chunk))
+        else:
+            scored = score_files(
+                entry,
+                chunk,
+                max_pixels=max_pixels,
+                workers=workers,
+                transform=AUGMENTATIONS[augment] if augment else None,
+                on_progress=bar.update,
+            )
+            vectors, good = scored.scores, scored.ok
+            for path, error in scored.failures:
+                result.failures.append((path, error))
+                log.warning("skipped %s: %s", path, error)
+            partial = cached.with_suffix(".partial")
+            with partial.open("wb") as fh:
+                np.savez(fh, features=vectors, ok=good)
+            partial.replace(cached)  # a chunk file is complete or absent
+            result.computed_chunks += 1
+        features[start : start + len(chunk)] = vectors
+        ok[start : start + len(chunk)] = good
     bar.close()
     return result
 

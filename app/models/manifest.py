@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Task = Literal["classifier", "embedder"]
-Format = Literal["tflite", "saved_model"]
+Format = Literal["tflite", "saved_model", "head"]
 
 
 class InputSpec(BaseModel):
@@ -46,7 +46,10 @@ class ModelSpec(BaseModel):
     description: str = ""
     # Legacy route group: "bird" serves POST /bird_url.
     group: str | None = Field(default=None, pattern=r"^[a-z]+$")
-    file: str | None = None  # a .tflite file or a SavedModel folder, relative to the manifest
+    file: str | None = None  # a .tflite file, a SavedModel folder or a head's .npz, relative to the manifest
+    # A head (``python -m app train-head``) classifies the features of this embedder; it takes
+    # the embedder's input, so its own ``input`` is ignored.
+    embedder: str | None = None
     handle: str | None = None  # a TF-Hub handle, resolved through TFHUB_CACHE_DIR
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     labels: str | None = None  # csv (id,name[,common_name]) or txt, one class per line
@@ -66,6 +69,10 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name}: give exactly one of 'file' or 'handle'")
         if self.handle is not None and self.format != "saved_model":
             raise ValueError(f"model {self.name}: a TF-Hub handle needs format 'saved_model'")
+        if (self.format == "head") != (self.embedder is not None):
+            raise ValueError(f"model {self.name}: format 'head' and 'embedder' go together")
+        if self.format == "head" and self.task != "classifier":
+            raise ValueError(f"head {self.name} must be a classifier")
         if self.task == "classifier":
             if self.labels is None:
                 raise ValueError(f"classifier {self.name} needs a 'labels' file")
@@ -93,6 +100,14 @@ class Manifest(BaseModel):
                 if value in seen:
                     raise ValueError(f"two models share {attr} {value!r}")
                 seen.add(value)
+        return self
+
+    @model_validator(mode="after")
+    def _embedders(self) -> Manifest:
+        tasks = {spec.name: spec.task for spec in self.models}
+        for spec in self.models:
+            if spec.embedder is not None and tasks.get(spec.embedder) != "embedder":
+                raise ValueError(f"head {spec.name}: no embedder named {spec.embedder!r} in the manifest")
         return self
 
     def resolve(self, relative: str) -> Path:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from app.models.backends.base import Backend, BackendError
 from app.models.batcher import MicroBatcher
 from app.models.checksum import tree_sha256
 from app.models.labels import Label, load_labels
-from app.models.manifest import Manifest, ModelSpec
+from app.models.manifest import InputSpec, Manifest, ModelSpec
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ class LoadedModel:
     sha256: str | None = None  # of what was loaded; an index records its embedder's
     taxonomy: dict[str, Taxon] = field(default_factory=dict)  # scientific name -> GBIF taxon
     batcher: MicroBatcher | None = None  # SavedModels: concurrent requests share one call
+    input: InputSpec | None = None  # what to decode to: the spec's, or a head's embedder's
+    file_mtime_ns: int | None = None  # a reload reloads an entry whose file changed
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.input or self.spec.input
 
     @property
     def num_outputs(self) -> int | None:
@@ -77,6 +84,7 @@ class Registry:
         self.on_batch: Callable[[str, int, float], None] | None = None
         self._models = {spec.name: LoadedModel(spec) for spec in manifest.models}
         self._done = threading.Event()
+        self._reloading = threading.Lock()
 
     @classmethod
     def from_settings(cls, manifest: Manifest, settings: Settings) -> Registry:
@@ -93,12 +101,57 @@ class Registry:
     def load_all(self) -> None:
         """Blocking; call from a worker thread. Never raises for a single model's problem."""
         try:
-            for entry in self._models.values():
+            for entry in self._in_load_order(list(self._models.values())):
                 self._load(entry)
         finally:
             self._done.set()
 
-    def _load(self, entry: LoadedModel) -> None:
+    @staticmethod
+    def _in_load_order(entries: list[LoadedModel]) -> list[LoadedModel]:
+        # A head runs on its embedder, so embedders (and everything else) load first.
+        return sorted(entries, key=lambda entry: entry.spec.format == "head")
+
+    def reload(self, manifest: Manifest) -> list[str]:
+        """Re-read the manifest (blocking; call from a worker thread): entries that are new, or
+        whose manifest entry or file changed, are loaded aside and swapped in at once; the rest
+        keep serving untouched. Returns the names loaded."""
+        with self._reloading:
+            return self._reload(manifest)
+
+    def _reload(self, manifest: Manifest) -> list[str]:
+        current = self._models
+        fresh: dict[str, LoadedModel] = {}
+        changed: set[str] = set()
+        for spec in manifest.models:
+            old = current.get(spec.name)
+            if old is not None and old.spec == spec and old.file_mtime_ns == self._mtime(manifest, spec):
+                fresh[spec.name] = old
+            else:
+                fresh[spec.name] = LoadedModel(spec)
+                changed.add(spec.name)
+        for spec in manifest.models:  # a head whose embedder is reloaded is reloaded with it
+            if spec.embedder in changed and spec.name not in changed:
+                fresh[spec.name] = LoadedModel(spec)
+                changed.add(spec.name)
+        self.manifest = manifest
+        for entry in self._in_load_order([fresh[name] for name in changed]):
+            self._load(entry, among=fresh)
+        self._models = fresh
+        for name, old in current.items():
+            if fresh.get(name) is not old and old.batcher is not None:
+                old.batcher.close()  # drains what is queued; the backend goes with its last user
+        return sorted(changed)
+
+    @staticmethod
+    def _mtime(manifest: Manifest, spec: ModelSpec) -> int | None:
+        if spec.file is None:
+            return None
+        try:
+            return manifest.resolve(spec.file).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _load(self, entry: LoadedModel, among: dict[str, LoadedModel] | None = None) -> None:
         spec = entry.spec
         entry.state = "loading"
         started = time.perf_counter()
@@ -106,6 +159,7 @@ class Registry:
             if spec.file is not None:
                 path = self.manifest.resolve(spec.file)
                 entry.location = str(path)
+                entry.file_mtime_ns = self._mtime(self.manifest, spec)
                 if not path.exists():
                     entry.state, entry.reason = (
                         "missing",
@@ -122,7 +176,10 @@ class Registry:
                 entry.location = spec.handle
             entry.labels = self._labels(spec)
             entry.taxonomy = self._taxonomy(spec)
-            entry.backend = self._open_backend(spec, entry.location)
+            if spec.embedder is not None:
+                entry.backend = self._open_head(entry, (among or self._models).get(spec.embedder))
+            else:
+                entry.backend = self._open_backend(spec, entry.location)
             self._check_outputs(entry)
         except (BackendError, OSError, ValueError) as exc:
             entry.state, entry.reason = "failed", str(exc)
@@ -132,8 +189,10 @@ class Registry:
             log.error("model %s failed to load: %s", spec.name, exc)
             return
         max_batch, max_wait_ms, max_queue = self._batching
-        # TFLite: one interpreter per worker and batching does not pay on CPU; SavedModels gain.
-        if spec.format == "saved_model" and max_batch > 1:
+        # TFLite: one interpreter per worker and batching does not pay on CPU; SavedModels gain,
+        # and so does a head over a SavedModel embedder.
+        runs_on = (among or self._models).get(spec.embedder) if spec.embedder else entry
+        if runs_on is not None and runs_on.spec.format == "saved_model" and max_batch > 1:
             entry.batcher = MicroBatcher(
                 spec.name,
                 entry.scores,
@@ -177,6 +236,23 @@ class Registry:
         from app.models.backends.savedmodel import SavedModelBackend
 
         return SavedModelBackend(location, spec)
+
+    def _open_head(self, entry: LoadedModel, embedder: LoadedModel | None) -> Backend:
+        from app.models.backends.head import HeadBackend
+
+        spec = entry.spec
+        if embedder is None or embedder.state != "ready" or embedder.num_outputs is None:
+            state = embedder.state if embedder is not None else "absent"
+            raise BackendError(f"its embedder {spec.embedder} is {state}")
+        entry.input = embedder.input_spec
+        assert entry.location is not None
+        return HeadBackend(
+            Path(entry.location),
+            embedder_name=embedder.spec.name,
+            embedder_sha256=embedder.sha256,
+            embedder_dim=embedder.num_outputs,
+            features=embedder.scores,
+        )
 
     @staticmethod
     def _check_outputs(entry: LoadedModel) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import Annotated
 
@@ -12,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, File, Form, Header, UploadFile
 
+from app.api.access import require_admin
 from app.api.image_input import ImageInputDep
 from app.api.routes.classify import TopK
 from app.api.schemas import (
@@ -24,7 +24,7 @@ from app.api.schemas import (
 )
 from app.deps import FetcherDep, IndexStoreDep, MetricsDep, RunnerDep, SettingsDep
 from app.enrich.taxonomy import rollup
-from app.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from app.errors import BadRequest, PayloadTooLarge
 from app.index.artifacts import Label, SpeciesIndex
 from app.index.store import IndexStore
 from app.index.vote import SpeciesVote, vote
@@ -141,15 +141,6 @@ async def get_index(store: IndexStoreDep) -> IndexInfo:
     return index_info(index)
 
 
-def require_admin(settings: Settings, authorization: str | None) -> None:
-    if settings.admin_token is None:
-        raise Forbidden("index writes over HTTP are disabled: set ADMIN_TOKEN to enable them")
-    scheme, _, token = (authorization or "").partition(" ")
-    expected = settings.admin_token.get_secret_value()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("POST /v1/index/items needs 'Authorization: Bearer <ADMIN_TOKEN>'")
-
-
 @admin_router.post(
     "/v1/index/items",
     response_model=IndexItemsResponse,
@@ -173,7 +164,7 @@ async def add_items(
     common_name: Annotated[str | None, Form(max_length=200)] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> IndexItemsResponse:
-    require_admin(settings, authorization)
+    require_admin(settings, authorization, "POST /v1/index/items")
     index, embedder = await current_index(store)
     features: list[npt.NDArray[np.float32]] = []
     for upload in image:
