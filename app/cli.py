@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 cli = typer.Typer(help="Species identification service.", no_args_is_help=True, add_completion=False)
 
+Dataset = Annotated[
+    Path, typer.Argument(exists=True, help="one folder per species, or a CSV of path,label[,common_name]")
+]
+
 
 def _registry(settings: Settings, only: str | None = None) -> Registry:
     """The same loading the server's lifespan does, run in the foreground (``only``: load just
@@ -23,8 +27,9 @@ def _registry(settings: Settings, only: str | None = None) -> Registry:
     from app.models.registry import Registry
 
     manifest = load_manifest(settings.models_manifest)
-    if only is not None:
-        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name == only]})
+    if only is not None:  # and, for a head, the embedder it runs on
+        wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
+        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})
     registry = Registry.from_settings(manifest, settings)
     registry.load_all()
     return registry
@@ -74,25 +79,87 @@ def models() -> None:
         raise typer.Exit(1)
 
 
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _model(settings: Settings, name: str, task: str) -> tuple[Registry, LoadedModel]:
+    """Load just ``name`` (and a head's embedder); exit 2 with the reason if it is not usable."""
+    from app.errors import ServiceError
+
+    registry = _registry(settings, only=name)
+    try:
+        return registry, registry.get(name, task=task)
+    except ServiceError as exc:
+        registry.close()
+        raise _fail(exc.message) from exc
+
+
+def _bar(total: int, what: str, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="photo", desc=what, disable=not progress)
+
+
 @cli.command()
 def classify(
-    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a photo")],
-    model: Annotated[str, typer.Option(help="a classifier's manifest name")],
+    photos: Annotated[Path, typer.Argument(exists=True, help="a photo, or a folder of photos (recursive)")],
+    model: Annotated[str, typer.Option(help="a classifier's manifest name (a trained head too)")],
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    out: Annotated[
+        Path | None, typer.Option(help="CSV of the top-k per photo (a folder's default: stdout)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Classify one photo in-process, exactly as the server would."""
+    """Classify one photo, or every photo in a folder (batched), exactly as the server would.
+
+    A folder gives a CSV (path,rank,scientific_name,score,error); photos that cannot be read are
+    listed with their error, not fatal.
+    """
+    import sys
+
     from app.errors import ServiceError
+    from app.index.species_folders import IMAGE_SUFFIXES
     from app.pipeline import run_model
     from app.ranking import rank
+    from app.training.evaluate import write_predictions_csv
+    from app.training.predictions import with_model
 
     settings = Settings()
-    registry = _registry(settings)
+    registry, entry = _model(settings, model, "classifier")
     try:
-        entry = registry.get(model, task="classifier")
-        output = run_model(entry, image.read_bytes(), settings.max_image_pixels)
-    except ServiceError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
+        if photos.is_dir():
+            paths = sorted(p for p in photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not paths:
+                raise _fail(f"no photos under {photos}")
+            with _bar(len(paths), f"classifying ({model})", progress) as bar:
+                predictions = with_model(
+                    entry,
+                    paths,
+                    top_k=top_k,
+                    max_pixels=settings.max_image_pixels,
+                    workers=workers or settings.inference_workers,
+                    on_progress=bar.update,
+                )
+            if out is None:
+                write_predictions_csv(predictions, Path("/dev/stdout"))
+            else:
+                write_predictions_csv(predictions, out)
+            for path, error in predictions.failures:
+                typer.echo(f"unreadable: {path}: {error}", err=True)
+            typer.echo(
+                f"{len(paths) - len(predictions.failures)} photos classified, {len(predictions.failures)} "
+                f"unreadable{f'; wrote {out}' if out else ''}",
+                err=True,
+            )
+            sys.stdout.flush()
+            return
+        try:
+            output = run_model(entry, photos.read_bytes(), settings.max_image_pixels)
+        except ServiceError as exc:
+            raise _fail(exc.message) from exc
     finally:
         registry.close()
     ranking = rank(
@@ -108,7 +175,7 @@ def classify(
 
 @cli.command("build-index")
 def build_index(
-    images_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="one folder per species")],
+    images_dir: Dataset,
     out: Annotated[Path, typer.Option(help="index folder (INDEX_DIR of the server)")],
     embedder: Annotated[str, typer.Option(help="an embedder's manifest name")],
     dims: Annotated[int, typer.Option(min=2, max=4096, help="PCA dimensions kept")] = 128,
@@ -157,7 +224,7 @@ def build_index(
 
 @cli.command("add-to-index")
 def add_to_index(
-    images_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="one folder per species")],
+    images_dir: Dataset,
     index: Annotated[Path, typer.Option(help="index folder to extend")],
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -287,6 +354,309 @@ def index_info(index: Annotated[Path, typer.Argument(help="index folder")]) -> N
     except IndexLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _labelled(dataset: Path) -> list[Any]:
+    from app.index.species_folders import labelled_images
+
+    try:
+        return labelled_images(dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@cli.command()
+def evaluate(
+    dataset: Dataset,
+    out: Annotated[Path, typer.Option(help="report folder: report.json, per_class.csv, confusion.png, ...")],
+    model: Annotated[
+        str | None, typer.Option(help="a classifier's (or trained head's) manifest name")
+    ] = None,
+    index: Annotated[Path | None, typer.Option(help="an index folder: evaluate /img_url's lookup")] = None,
+    top_k: Annotated[int, typer.Option(min=5, max=100, help="answers kept per photo")] = 5,
+    workers: Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """How good is a model on YOUR labelled photos: top-1, top-5, macro-F1, per-class
+    precision/recall/support, a confusion matrix PNG and a page of the worst mistakes."""
+    from app.training.evaluate import evaluate as score
+    from app.training.evaluate import write_report
+    from app.training.predictions import with_index, with_model
+
+    if (model is None) == (index is None):
+        raise _fail("give exactly one of --model or --index")
+    settings = Settings()
+    images = _labelled(dataset)
+    paths = [image.path for image in images]
+    n_workers = workers or settings.inference_workers
+    if model is not None:
+        registry, entry = _model(settings, model, "classifier")
+        try:
+            with _bar(len(paths), f"evaluating {model}", progress) as bar:
+                predictions = with_model(
+                    entry,
+                    paths,
+                    top_k=top_k,
+                    max_pixels=settings.max_image_pixels,
+                    workers=n_workers,
+                    on_progress=bar.update,
+                )
+        finally:
+            registry.close()
+    else:
+        from app.index.artifacts import IndexDir, IndexLoadError
+
+        assert index is not None
+        try:
+            species_index = IndexDir(index).load()
+        except IndexLoadError as exc:
+            raise _fail(str(exc)) from exc
+        registry, embedder = _model(settings, species_index.manifest.embedder.name, "embedder")
+        try:
+            with _bar(len(paths), f"evaluating {index}", progress) as bar:
+                predictions = with_index(
+                    species_index,
+                    embedder,
+                    paths,
+                    top_k=top_k,
+                    neighbours=settings.index_neighbours,
+                    temperature=settings.index_temperature,
+                    ef_search=settings.index_ef_search,
+                    max_pixels=settings.max_image_pixels,
+                    workers=n_workers,
+                    on_progress=bar.update,
+                )
+        finally:
+            registry.close()
+    try:
+        report = score(predictions, [image.scientific_name for image in images], dataset=str(dataset))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    files = write_report(report, predictions, out)
+    for path, error in predictions.failures:
+        typer.echo(f"unreadable: {path}: {error}", err=True)
+    typer.echo(
+        f"{report.source} on {report.evaluated} photos of {len(report.classes)} species "
+        f"({report.failed} unreadable): top-1 {report.top1:.3f}, top-5 {report.top5:.3f}, "
+        f"macro-F1 {report.macro_f1:.3f}"
+    )
+    for c in report.classes:
+        flag = "" if c.in_model else "  (not among the model's classes)"
+        typer.echo(
+            f"  {c.name:<34} P {c.precision:.2f}  R {c.recall:.2f}  F1 {c.f1:.2f}  n {c.support}{flag}"
+        )
+    typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+@cli.command("train-head")
+def train_head(
+    dataset: Dataset,
+    embedder: Annotated[str, typer.Option(help="the embedder whose frozen features the head learns from")],
+    name: Annotated[str, typer.Option(help="the new model's name: served at /v1/classify/NAME")],
+    kind: Annotated[str, typer.Option(help="logistic (default) or dense (one hidden layer)")] = "logistic",
+    val_fraction: Annotated[float, typer.Option(min=0.05, max=0.5)] = 0.2,
+    augment: Annotated[
+        list[str] | None, typer.Option(help="flip and/or crop copies of training photos")
+    ] = None,
+    hidden: Annotated[int, typer.Option(min=8, max=4096, help="dense head: hidden units")] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+    out_dir: Annotated[Path | None, typer.Option(help="default: NAME/ beside the manifest")] = None,
+    register: Annotated[bool, typer.Option(help="add the entry to MODELS_MANIFEST")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Teach the service YOUR classes: a head on frozen embeddings (transfer learning), saved with
+    its labels, a manifest entry and a validation report; served after a reload."""
+    import shutil
+
+    from app.imaging.augment import AUGMENTATIONS
+    from app.index.embedding import Embedded, embed_paths, identity_of
+    from app.models.manifest import ManifestError, add_entry
+    from app.training.evaluate import evaluate as score
+    from app.training.evaluate import write_report
+    from app.training.heads import save_head
+    from app.training.heads import train_head as fit
+    from app.training.predictions import Predictions, ranked_from_scores
+
+    if kind not in ("logistic", "dense"):
+        raise _fail("--kind is logistic or dense")
+    unknown = sorted(set(augment or []) - set(AUGMENTATIONS))
+    if unknown:
+        raise _fail(f"unknown augmentation {unknown}: choose from {sorted(AUGMENTATIONS)}")
+    settings = Settings()
+    manifest_path = settings.models_manifest
+    target = out_dir or manifest_path.resolve().parent / name
+    images = _labelled(dataset)
+    registry, model = _model(settings, embedder, "embedder")
+    work = target / ".work"
+    try:
+        paths = [image.path for image in images]
+
+        def embed(augmented: str | None = None) -> Embedded:
+            return embed_paths(
+                model,
+                paths,
+                workers=workers or settings.inference_workers,
+                max_pixels=settings.max_image_pixels,
+                work_dir=work,
+                progress=progress,
+                augment=augmented,
+            )
+
+        embedded = embed()
+        kept = [i for i, ok in enumerate(embedded.ok) if ok]
+        labels = [images[i].scientific_name for i in kept]
+        extra = [embed(a).features[kept] for a in augment or []]
+        try:
+            trained = fit(
+                embedded.features[kept],
+                labels,
+                kind="dense" if kind == "dense" else "logistic",
+                val_fraction=val_fraction,
+                seed=seed,
+                hidden=hidden,
+                augmented=extra,
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        identity = identity_of(model)
+    finally:
+        registry.close()
+    head = save_head(
+        trained,
+        target,
+        embedder=identity,
+        dataset=str(dataset),
+        augment=list(augment or []),
+        common_names={image.scientific_name: image.common_name for image in images},
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    val_paths = [images[kept[i]].path for i in trained.val_rows]
+    predictions = Predictions(
+        source=f"head {name} ({trained.kind} on {embedder}), validation split",
+        classes=trained.classes,
+        paths=val_paths,
+        ranked=list(
+            ranked_from_scores(trained.val_probabilities, trained.classes, background_index=None, top_k=5)
+        ),
+    )
+    report = score(predictions, [labels[i] for i in trained.val_rows], dataset=str(dataset))
+    write_report(report, predictions, target / "report")
+    for path, error in embedded.failures:
+        typer.echo(f"skipped: {path}: {error}", err=True)
+    typer.echo(
+        f"{name}: {trained.kind} head on {embedder}, {len(trained.classes)} classes, "
+        f"{len(trained.train_rows)} training photos (+{trained.n_augmented} augmented), "
+        f"{len(trained.val_rows)} validation photos"
+    )
+    typer.echo(
+        f"training accuracy {trained.train_accuracy:.3f}, validation accuracy {trained.val_accuracy:.3f} "
+        f"(macro-F1 {report.macro_f1:.3f}); report in {target / 'report'}"
+    )
+    if not register:
+        typer.echo(f"saved {head}; not registered (--no-register)")
+        return
+    base = manifest_path.resolve().parent
+    entry = {
+        "name": name,
+        "task": "classifier",
+        "format": "head",
+        "embedder": embedder,
+        "file": str(head.relative_to(base) if head.is_relative_to(base) else head),
+        "labels": str(
+            (target / "labels.csv").relative_to(base)
+            if target.is_relative_to(base)
+            else target / "labels.csv"
+        ),
+        "output": "logits",
+        "description": f"{trained.kind} head on {embedder}, trained on {dataset}",
+    }
+    try:
+        added = add_entry(manifest_path, entry)
+    except ManifestError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"{'added to' if added else 'already in'} {manifest_path}; serve it at /v1/classify/{name} "
+        "after POST /v1/models/reload (admin token) or a restart"
+    )
+
+
+@cli.command("embedding-map")
+def embedding_map(
+    dataset: Dataset,
+    embedder: Annotated[str, typer.Option(help="an embedder's manifest name")],
+    out: Annotated[Path, typer.Option(help="PNG to write (a JSON of the figures goes beside it)")],
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """PCA and t-SNE (and UMAP, if installed) of the embeddings coloured by species, with
+    k-means purity and NMI against the labels."""
+    import tempfile
+
+    from app.index.embedding import embed_paths
+    from app.training.embedding_map import embedding_map as draw
+
+    settings = Settings()
+    images = _labelled(dataset)
+    registry, model = _model(settings, embedder, "embedder")
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            embedded = embed_paths(
+                model,
+                [image.path for image in images],
+                work_dir=Path(work),
+                max_pixels=settings.max_image_pixels,
+                workers=workers or settings.inference_workers,
+                progress=progress,
+            )
+    finally:
+        registry.close()
+    labels = [image.scientific_name for image, ok in zip(images, embedded.ok, strict=True) if ok]
+    try:
+        report = draw(
+            embedded.features[embedded.ok], labels, out, embedder=embedder, dataset=str(dataset), seed=seed
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"{report.photos} photos of {report.species} species: k-means (k={report.kmeans_k}) purity "
+        f"{report.purity:.3f}, NMI {report.nmi:.3f}; PCA 2-D keeps {report.pca_variance_2d:.1%} "
+        "of the variance; "
+        f"wrote {out} ({', '.join(report.projections)}) and {out.with_suffix('.json')}"
+    )
+
+
+@cli.command()
+def explain(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a photo")],
+    model: Annotated[str, typer.Option(help="a classifier's manifest name")],
+    out: Annotated[Path, typer.Option(help="PNG: the photo under the heat map")],
+) -> None:
+    """Where the model looked for its top answer: occlusion sensitivity, as POST /v1/explain."""
+    import numpy as np
+
+    from app.errors import ServiceError
+    from app.explain import explain as run
+
+    settings = Settings()
+    registry, entry = _model(settings, model, "classifier")
+    try:
+        done = run(entry, image.read_bytes(), settings.max_image_pixels, True)
+    except ServiceError as exc:
+        raise _fail(exc.message) from exc
+    finally:
+        registry.close()
+    assert done.png is not None
+    out.write_bytes(done.png)
+    result = done.explanation
+    row, col = np.unravel_index(int(result.grid.argmax()), result.grid.shape)
+    typer.echo(
+        f"{entry.labels[result.class_index].scientific_name} ({result.score:.3f}); hiding the "
+        f"{result.patch}px square at row {row}, column {col} of the "
+        f"{result.grid.shape[0]}x{result.grid.shape[1]} "
+        f"grid costs it most ({float(result.grid.max()):.3f}); wrote {out}"
+    )
 
 
 def main() -> None:

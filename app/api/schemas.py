@@ -212,6 +212,25 @@ class GbifMatch(Taxon):
     )
 
 
+class Explanation(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    class_index: int = Field(ge=0, description="the top class, the one explained")
+    scientific_name: str
+    common_name: str | None = None
+    score: float = Field(ge=0.0, le=1.0, description="its probability on the whole photo")
+    patch: int = Field(description="side of the grey square, in pixels of the model's input")
+    stride: int
+    input_size: tuple[int, int] = Field(description="height, width of the model's input")
+    grid: list[list[float]] = Field(
+        description="probability lost with the square at each place (rows top to bottom); "
+        "high = the model looked there"
+    )
+    image: ImageInfo
+    timings_ms: Timings
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 

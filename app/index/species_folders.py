@@ -1,8 +1,9 @@
-"""Labelled photo folders: one sub-folder per species.
+"""Labelled photos: one sub-folder per species, or a CSV of ``path,label[,common_name]``.
 
 Both plain ``Genus_species`` folders and iNaturalist 2021 folders
 (``00001_Animalia_Arthropoda_Chilopoda_Geophilomorpha_Geophilidae_Geophilus_vittatus``) are
 understood; a ``labels.csv`` (``folder,scientific_name[,common_name]``) beside them overrides.
+A CSV's relative paths are read from the CSV's own folder.
 """
 
 from __future__ import annotations
@@ -46,10 +47,33 @@ def _overrides(root: Path) -> dict[str, tuple[str, str | None]]:
         }
 
 
+def _from_csv(path: Path) -> list[LabelledImage]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = set(reader.fieldnames or ())
+        label = "label" if "label" in fields else "scientific_name"
+        if "path" not in fields or label not in fields:
+            raise ValueError(f"{path}: needs a header with 'path' and 'label' columns")
+        found = []
+        for line, row in enumerate(reader, 2):
+            name = (row[label] or "").strip()
+            if not row["path"] or not name:
+                raise ValueError(f"{path}:{line}: empty path or label")
+            image = Path(row["path"]).expanduser()
+            common = (row.get("common_name") or "").strip() or None
+            found.append(LabelledImage(image if image.is_absolute() else path.parent / image, name, common))
+    if not found:
+        raise FileNotFoundError(f"{path} lists no photos")
+    return found
+
+
 def labelled_images(root: Path) -> list[LabelledImage]:
-    """Every photo under ``root/<species>/``, sorted, so chunking (and resuming) is stable."""
+    """Every photo under ``root/<species>/`` (sorted, so chunking and resuming are stable), or
+    every row of ``root`` when it is a CSV (in its order)."""
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return _from_csv(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
+        raise FileNotFoundError(f"{root} is neither a folder nor a .csv")
     overrides = _overrides(root)
     found: list[LabelledImage] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):

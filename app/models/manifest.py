@@ -6,6 +6,7 @@ manifest's own folder, so a volume can be mounted anywhere.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -130,3 +131,27 @@ def load_manifest(path: Path) -> Manifest:
         return Manifest(base_dir=path.resolve().parent, models=raw.get("models", []))
     except ValidationError as exc:
         raise ManifestError(f"model manifest {path} invalid: {exc}") from exc
+
+
+def add_entry(path: Path, entry: dict[str, str]) -> bool:
+    """Append ``entry`` as a ``[[models]]`` table, keeping the file as written (comments and
+    all). False when an identical entry is already there; ManifestError when the name is taken
+    by another entry. The result is validated before it is written."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    current = load_manifest(path).models if path.exists() else []
+    same = next((spec for spec in current if spec.name == entry["name"]), None)
+    if same is not None:
+        if all(str(getattr(same, key)) == value for key, value in entry.items()):
+            return False
+        raise ManifestError(f"{path} already has a model named {entry['name']!r}: choose another name")
+    # JSON strings are valid TOML basic strings.
+    block = "\n[[models]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in entry.items())
+    updated = text + ("" if text.endswith("\n") or not text else "\n") + block
+    try:
+        Manifest(base_dir=path.resolve().parent, models=tomllib.loads(updated).get("models", []))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ManifestError(f"the new entry would make {path} invalid: {exc}") from exc
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(updated, encoding="utf-8")
+    partial.replace(path)
+    return True
