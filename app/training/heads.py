@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
@@ -46,15 +45,23 @@ class TrainedHead:
 def split(
     labels: list[str], val_fraction: float, seed: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Stratified by species; every species needs two photos (one on each side)."""
-    names, counts = np.unique(labels, return_counts=True)
-    few = [str(n) for n, c in zip(names, counts, strict=True) if c < 2]
+    """Stratified by species, and every species on both sides (so every species' accuracy is
+    measured): ``val_fraction`` of each, at least one, never all."""
+    by_name: dict[str, list[int]] = {}
+    for row, name in enumerate(labels):
+        by_name.setdefault(name, []).append(row)
+    few = [name for name, rows in by_name.items() if len(rows) < 2]
     if few:
-        raise ValueError(f"species with fewer than 2 photos cannot be split: {', '.join(few[:10])}")
-    rows = np.arange(len(labels))
-    n_val = max(len(names), round(len(labels) * val_fraction))
-    train, val = train_test_split(rows, test_size=n_val, stratify=labels, random_state=seed)
-    return np.sort(train), np.sort(val)
+        raise ValueError(f"species with fewer than 2 photos cannot be split: {', '.join(sorted(few)[:10])}")
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for name in sorted(by_name):
+        rows = by_name[name]
+        n_val = min(len(rows) - 1, max(1, round(len(rows) * val_fraction)))
+        val.extend(rng.permutation(rows)[:n_val].tolist())
+    chosen = np.zeros(len(labels), dtype=bool)
+    chosen[val] = True
+    return np.flatnonzero(~chosen), np.flatnonzero(chosen)
 
 
 def _standardiser(x: Array) -> tuple[Array, Array]:
