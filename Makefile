@@ -32,13 +32,13 @@ test-container: install
 	$(BIN)/python -m pytest -m container tests/container
 
 lint: install
-	$(BIN)/ruff check app tests benchmarks
-	$(BIN)/ruff format --check app tests benchmarks
+	$(BIN)/ruff check app tests benchmarks notebooks
+	$(BIN)/ruff format --check app tests benchmarks notebooks
 	$(BIN)/mypy app
 
 format: install
-	$(BIN)/ruff format app tests benchmarks
-	$(BIN)/ruff check --fix app tests benchmarks
+	$(BIN)/ruff format app tests benchmarks notebooks
+	$(BIN)/ruff check --fix app tests benchmarks notebooks
 
 # The Docker image installs exactly these versions: lite (LiteRT only, the default image) and
 # tf (adds TensorFlow + TF-Hub for SavedModel models such as the iNat embedder).
