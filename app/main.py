@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.api.access import RateLimiter
 from app.api.main import api_router
+from app.api.routes import web
 from app.enrich.gbif import GbifClient
 from app.errors import DeadlineExceeded, PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
@@ -239,6 +240,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics.info.labels(__version__).set(1)
     _install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(web.router)
+    app.mount("/web", web.static, name="web")
     app.add_middleware(BodySizeLimit)
     app.add_middleware(RequestDeadline)
     app.add_middleware(MetricsMiddleware)  # outside the deadline: a 503 from it is counted too
