@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -78,6 +79,10 @@ def test_container_classifies_an_upload_and_stops_cleanly_on_sigterm(
     response = post_photo(f"http://127.0.0.1:{port}", "/bird_url", CHICKADEE, top_k=3)
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["scientific_name"] == "Poecile atricapillus"
+    # The page for people ships in the wheel the image installs.
+    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+    assert page.status_code == 200 and "Species ID" in page.text, page.text[:200]
+    assert httpx.get(f"http://127.0.0.1:{port}/web/app.js", timeout=10).status_code == 200
 
     # Every process in the container runs as the image's user, not root.
     uids = podman.run("exec", name, "sh", "-c", "grep -h '^Uid:' /proc/[0-9]*/status").stdout
