@@ -29,7 +29,7 @@ from app.errors import DeadlineExceeded, PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
 from app.metrics import Metrics, MetricsMiddleware
-from app.models.manifest import load_manifest
+from app.models.manifest import ManifestError, load_manifest
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
 from app.settings import Settings
@@ -187,6 +187,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_json(500, "internal_error", "the server failed unexpectedly; this is a bug")
 
 
+async def _watch_manifest(registry: Registry, config: Settings, loading: asyncio.Task[None]) -> None:
+    """Re-read the manifest every MODELS_RELOAD_INTERVAL seconds; a broken one is logged and the
+    models already loaded keep serving."""
+    await loading
+    while True:
+        await asyncio.sleep(config.models_reload_interval)
+        try:
+            manifest = await asyncio.to_thread(load_manifest, config.models_manifest)
+            reloaded = await asyncio.to_thread(registry.reload, manifest)
+        except ManifestError as exc:
+            log.warning("manifest not reloaded: %s", exc)
+            continue
+        if reloaded:
+            log.info("manifest changed: loaded %s", ", ".join(reloaded))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -216,10 +232,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             index_store.refresh()  # after the models: the index names its embedder
 
         loading = asyncio.create_task(asyncio.to_thread(load))
+        watching = (
+            asyncio.create_task(_watch_manifest(registry, config, loading))
+            if config.models_reload_interval
+            else None
+        )
         log.info("serving; loading %d models from %s", len(manifest.models), config.models_manifest)
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await asyncio.shield(loading)  # a thread cannot be cancelled; let it finish
             await client.aclose()
             await gbif.aclose()

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Ready means every model that could be loaded has been; with this on, one missing or
     # broken model keeps /health/ready at 503 (for deployments that must serve all groups).
     require_all_models: bool = False
+    # Seconds between re-reads of the manifest (new or changed entries are loaded, as by
+    # POST /v1/models/reload); 0 = only on that request. Replicas set it: a reload request
+    # reaches one replica, a changed manifest on a shared volume reaches them all.
+    models_reload_interval: float = Field(default=0.0, ge=0.0, le=86400.0)
     # Worker threads for decode + inference; each TFLite model keeps one interpreter per worker.
     inference_workers: int = Field(default_factory=_default_workers, ge=1, le=64)
     # Threads inside one TFLite interpreter. With one interpreter per worker, 1 keeps the

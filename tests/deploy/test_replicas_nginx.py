@@ -1,0 +1,151 @@
+"""Two real uvicorn replicas behind a real nginx (Debian's, on loopback), configured by the same
+deploy/nginx/species-id.conf that docker compose's scaled profile uses: requests spread over
+both; one replica killed mid-load, and no request fails once nginx has dropped it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BIRDS, HAS_SHARED, SHARED, aiy_entry, plants_entry, service_env, write_manifest
+from tests.support.images import encode, photo
+from tests.support.server import REPO, ServiceProcess, free_port
+
+SETUP = Path(__file__).with_name("setup_nginx.sh")
+CONF = REPO / "deploy" / "nginx" / "species-id.conf"
+
+
+@pytest.fixture(scope="module")
+def nginx_binary() -> str:
+    done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+    if done.returncode == 3:
+        pytest.skip(f"no nginx: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return "/usr/sbin/nginx"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, request) -> tuple[Path, str, bytes]:
+    """(manifest, route, photo): the real birds model, or the test-built SavedModel without ../shared."""
+    folder = tmp_path_factory.mktemp("replicas")
+    if HAS_SHARED:
+        chickadee = (SHARED / "samples" / "Poecile_atricapillus_01.bmp").read_bytes()
+        return write_manifest(folder / "models.toml", [aiy_entry(*BIRDS)]), "/bird_url", chickadee
+    entry = plants_entry(
+        request.getfixturevalue("plants_savedmodel"), request.getfixturevalue("plant_labels")
+    )
+    return write_manifest(folder / "models.toml", [entry]), "/plant_url", encode(photo(), "JPEG")
+
+
+@pytest.fixture(scope="module")
+def replicas(model, artifacts) -> Iterator[list[ServiceProcess]]:
+    manifest = model[0]
+    procs = [
+        ServiceProcess(service_env(manifest, INFERENCE_WORKERS="1"), artifacts / f"replica-{i}.log")
+        for i in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    yield procs
+    for proc in procs:
+        proc.stop()
+
+
+def render(conf: str, port: int, upstreams: list[int]) -> str:
+    """The compose config with loopback addresses: same upstream policy, locations and headers."""
+    servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in upstreams)
+    conf, n = re.subn(r"^\s*server api:8000 [^;]*;.*$", servers, conf, flags=re.M)
+    assert n == 1, "the upstream line of species-id.conf changed: update this test"
+    conf, n = re.subn(r"^\s*listen 8080;", f"    listen 127.0.0.1:{port};", conf, flags=re.M)
+    assert n == 1
+    return conf
+
+
+@pytest.fixture(scope="module")
+def balancer(nginx_binary, replicas, tmp_path_factory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    (root / "site.conf").write_text(render(CONF.read_text(), port, [r.port for r in replicas]))
+    user = "user root;\n" if os.geteuid() == 0 else ""  # the workers must read this private folder
+    (root / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log warn;\n"
+        "events { worker_connections 256; }\n"
+        f"http {{\n  access_log {root}/access.log;\n  client_body_temp_path {root}/body;\n"
+        f"  proxy_temp_path {root}/proxy;\n  include {root}/site.conf;\n}}\n"
+    )
+    check = subprocess.run([nginx_binary, "-t", "-p", str(root), "-c", str(root / "nginx.conf")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(
+        [nginx_binary, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"]
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health/live", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def post(client: httpx.Client, route: str, image: bytes) -> httpx.Response:
+    return client.post(route, files={"image": ("photo.jpg", image, "application/octet-stream")})
+
+
+def test_requests_spread_over_both_replicas(balancer, replicas, model):
+    _, route, image = model
+    with httpx.Client(base_url=balancer, timeout=30) as client:
+        served = [post(client, route, image) for _ in range(20)]
+    assert all(r.status_code == 200 for r in served), [r.text for r in served if r.status_code != 200]
+    upstreams = [r.headers["x-upstream"] for r in served]
+    counts = {f"127.0.0.1:{r.port}": upstreams.count(f"127.0.0.1:{r.port}") for r in replicas}
+    print("requests per replica:", counts)
+    assert all(n >= 5 for n in counts.values()), counts  # round robin: 10 and 10
+
+
+def test_killing_a_replica_fails_no_request_once_dropped(balancer, replicas, model):
+    _, route, image = model
+    survivor = f"127.0.0.1:{replicas[1].port}"
+    results: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=balancer, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = post(client, route, image)
+                    results.append((time.monotonic(), r.status_code, r.headers.get("x-upstream", "")))
+                except httpx.TransportError as exc:
+                    results.append((time.monotonic(), 0, repr(exc)))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    killed_at = time.monotonic()
+    replicas[0].proc.send_signal(signal.SIGKILL)  # no goodbye: in-flight requests are cut
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    before = [r for r in results if r[0] < killed_at]
+    after = [r for r in results if r[0] >= killed_at]
+    failed = [r for r in after if r[1] != 200]
+    print(f"{len(before)} requests before the kill, {len(after)} after, {len(failed)} failed: {failed[:3]}")
+    assert len(before) >= 10 and len(after) >= 10
+    assert not failed  # nginx retried the cut and refused ones on the survivor
+    dropped = [r for r in after if r[0] >= killed_at + 1.0]
+    assert dropped and all(r[2] == survivor for r in dropped)  # straight to the survivor: A is marked down
