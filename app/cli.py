@@ -20,33 +20,6 @@ Dataset = Annotated[
 ]
 
 
-def _registry(settings: Settings, only: str | None = None) -> Registry:
-    """The same loading the server's lifespan does, run in the foreground (``only``: load just
-    that model)."""
-    from app.models.manifest import load_manifest
-    from app.models.registry import Registry
-
-    manifest = load_manifest(settings.models_manifest)
-    if only is not None:  # and, for a head, the embedder it runs on
-        wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
-        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})
-    registry = Registry.from_settings(manifest, settings)
-    registry.load_all()
-    return registry
-
-
-def _embedder(settings: Settings, name: str) -> tuple[Registry, LoadedModel]:
-    from app.errors import ServiceError
-
-    registry = _registry(settings, only=name)
-    try:
-        return registry, registry.get(name, task="embedder")
-    except ServiceError as exc:
-        registry.close()
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
-
-
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="default: HOST or 127.0.0.1")] = None,
@@ -70,8 +43,9 @@ def serve(
 def models() -> None:
     """Load every model in the manifest and print its state as JSON."""
     from app.api.routes.models import model_info
+    from app.models.registry import open_registry
 
-    registry = _registry(Settings())
+    registry = open_registry(Settings())
     rows = [model_info(entry).model_dump() for entry in registry.entries()]
     typer.echo(json.dumps(rows, indent=2))
     registry.close()
@@ -87,8 +61,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _model(settings: Settings, name: str, task: str) -> tuple[Registry, LoadedModel]:
     """Load just ``name`` (and a head's embedder); exit 2 with the reason if it is not usable."""
     from app.errors import ServiceError
+    from app.models.registry import open_registry
 
-    registry = _registry(settings, only=name)
+    registry = open_registry(settings, only=name)
     try:
         return registry, registry.get(name, task=task)
     except ServiceError as exc:
@@ -185,15 +160,47 @@ def build_index(
         Path | None, typer.Option(help="embedding chunks (default OUT/.work, removed on success)")
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    engine: Annotated[
+        str, typer.Option(help="local (threads here) or ray (Ray Data: `pip install .[ray]`)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="a Ray cluster (e.g. ray://head:10001); default: start Ray here")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, help="ray: embedder actors (default: --workers)")
+    ] = None,
 ) -> None:
     """Embed labelled photos, fit PCA, build a FAISS index and publish it as OUT's current version.
 
-    Re-running after an interruption reuses the chunks already embedded.
+    Re-running after an interruption reuses the chunks already embedded (local engine). With
+    --engine ray the embedding runs on Ray Data; PCA and FAISS stay here.
     """
+    from app.index.builder import EmbedFn
     from app.index.builder import build_index as build
+    from app.index.embedding import Embedded
 
+    if engine not in ("local", "ray"):
+        raise _fail("--engine is local or ray")
     settings = Settings()
-    registry, model = _embedder(settings, embedder)
+    registry, model = _model(settings, embedder, "embedder")
+    embed: EmbedFn | None = None
+    if engine == "ray":
+        try:
+            from app.index.ray_engine import embed_with_ray
+        except ImportError as exc:
+            raise _fail("--engine ray needs Ray: pip install '.[ray]'") from exc
+
+        def embed(paths: list[Path]) -> Embedded:
+            return embed_with_ray(
+                model,
+                settings.models_manifest,
+                paths,
+                max_pixels=settings.max_image_pixels,
+                address=ray_address,
+                actors=actors or workers or settings.inference_workers,
+                progress=progress,
+            )
+
     try:
         report = build(
             images_dir,
@@ -205,6 +212,7 @@ def build_index(
             workers=workers or settings.inference_workers,
             work_dir=work_dir,
             progress=progress,
+            embed=embed,
         )
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -240,7 +248,7 @@ def add_to_index(
     except IndexLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    registry, model = _embedder(settings, name)
+    registry, model = _model(settings, name, "embedder")
     try:
         extended, embedded = add_folder(
             images_dir,

@@ -166,12 +166,12 @@ async def drive(url: str, route: str, payloads: list[tuple[str, bytes | str]], c
 
 def in_process(photos: list[bytes], workers: int, total: int) -> tuple[float, float, float]:
     """(a): the service's run_model on `workers` threads, no HTTP."""
-    from app.cli import _registry
+    from app.models.registry import open_registry
     from app.pipeline import run_model
     from app.settings import Settings
 
     settings = Settings(models_manifest=BIRDS_MANIFEST, inference_workers=workers)
-    registry = _registry(settings, only="aiy_birds_v1")
+    registry = open_registry(settings, only="aiy_birds_v1")
     model = registry.get("aiy_birds_v1")
 
     def one(i: int) -> float:

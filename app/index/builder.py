@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,10 @@ def _labels_and_rows(names: list[tuple[str, str | None]]) -> tuple[list[Label], 
     return labels, np.asarray(rows, dtype=np.int32)
 
 
+# Another way to embed a list of photos (build-index --engine ray); the default is embed_paths.
+EmbedFn = Callable[[list[Path]], Embedded]
+
+
 def _embed_folder(
     images_dir: Path,
     embedder: LoadedModel,
@@ -58,17 +63,23 @@ def _embed_folder(
     chunk_size: int = 256,
     workers: int,
     progress: bool,
+    embed: EmbedFn | None = None,
 ) -> tuple[list[LabelledImage], Embedded]:
     """The labelled photos under ``images_dir`` that could be embedded, and the embeddings."""
     images = labelled_images(images_dir)
-    embedded = embed_paths(
-        embedder,
-        [image.path for image in images],
-        work_dir=work,
-        max_pixels=max_pixels,
-        chunk_size=chunk_size,
-        workers=workers,
-        progress=progress,
+    paths = [image.path for image in images]
+    embedded = (
+        embed(paths)
+        if embed is not None
+        else embed_paths(
+            embedder,
+            paths,
+            work_dir=work,
+            max_pixels=max_pixels,
+            chunk_size=chunk_size,
+            workers=workers,
+            progress=progress,
+        )
     )
     kept = [image for image, ok in zip(images, embedded.ok, strict=True) if ok]
     if not kept:
@@ -88,6 +99,7 @@ def build_index(
     work_dir: Path | None = None,
     keep_work: bool = False,
     progress: bool = True,
+    embed: EmbedFn | None = None,
 ) -> BuildReport:
     index_dir = IndexDir(out)
     work = work_dir or out / ".work"
@@ -99,6 +111,7 @@ def build_index(
         chunk_size=chunk_size,
         workers=workers,
         progress=progress,
+        embed=embed,
     )
     labels, rows = _labels_and_rows([(i.scientific_name, i.common_name) for i in kept])
     vectors = l2_normalize(embedded.features[embedded.ok])

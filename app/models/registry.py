@@ -319,3 +319,17 @@ class Registry:
             if entry.backend is not None:
                 entry.backend.close()
                 entry.backend = None
+
+
+def open_registry(settings: Settings, only: str | None = None) -> Registry:
+    """The loading the server's lifespan does, in the foreground, for the CLI and batch jobs
+    (``only``: just that model and, for a head, its embedder)."""
+    from app.models.manifest import load_manifest
+
+    manifest = load_manifest(settings.models_manifest)
+    if only is not None:
+        wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
+        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})
+    registry = Registry.from_settings(manifest, settings)
+    registry.load_all()
+    return registry
