@@ -4,8 +4,6 @@ both; one replica killed mid-load, and no request fails once nginx has dropped i
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import threading
@@ -18,10 +16,8 @@ import pytest
 
 from tests.conftest import BIRDS, HAS_SHARED, SHARED, aiy_entry, plants_entry, service_env, write_manifest
 from tests.support.images import encode, photo
-from tests.support.server import REPO, ServiceProcess, free_port
-
-SETUP = Path(__file__).with_name("setup_nginx.sh")
-CONF = REPO / "deploy" / "nginx" / "species-id.conf"
+from tests.support.nginx import BINARY, SETUP, Nginx
+from tests.support.server import ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +26,7 @@ def nginx_binary() -> str:
     if done.returncode == 3:
         pytest.skip(f"no nginx: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
-    return "/usr/sbin/nginx"
+    return BINARY
 
 
 @pytest.fixture(scope="module")
@@ -60,45 +56,10 @@ def replicas(model, artifacts) -> Iterator[list[ServiceProcess]]:
         proc.stop()
 
 
-def render(conf: str, port: int, upstreams: list[int]) -> str:
-    """The compose config with loopback addresses: same upstream policy, locations and headers."""
-    servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in upstreams)
-    conf, n = re.subn(r"^\s*server api:8000 [^;]*;.*$", servers, conf, flags=re.M)
-    assert n == 1, "the upstream line of species-id.conf changed: update this test"
-    conf, n = re.subn(r"^\s*listen 8080;", f"    listen 127.0.0.1:{port};", conf, flags=re.M)
-    assert n == 1
-    return conf
-
-
 @pytest.fixture(scope="module")
 def balancer(nginx_binary, replicas, tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    (root / "site.conf").write_text(render(CONF.read_text(), port, [r.port for r in replicas]))
-    user = "user root;\n" if os.geteuid() == 0 else ""  # the workers must read this private folder
-    (root / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log warn;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{\n  access_log {root}/access.log;\n  client_body_temp_path {root}/body;\n"
-        f"  proxy_temp_path {root}/proxy;\n  include {root}/site.conf;\n}}\n"
-    )
-    check = subprocess.run([nginx_binary, "-t", "-p", str(root), "-c", str(root / "nginx.conf")],
-                           capture_output=True, text=True)  # fmt: skip
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [nginx_binary, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"]
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health/live", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with Nginx(tmp_path_factory.mktemp("nginx"), [r.port for r in replicas]) as nginx:
+        yield nginx.url
 
 
 def post(client: httpx.Client, route: str, image: bytes) -> httpx.Response:
