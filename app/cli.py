@@ -110,13 +110,9 @@ def classify(
             if not paths:
                 raise _fail(f"no photos under {photos}")
             with _bar(len(paths), f"classifying ({model})", progress) as bar:
+                n_workers = workers or settings.inference_workers
                 predictions = with_model(
-                    entry,
-                    paths,
-                    top_k=top_k,
-                    max_pixels=settings.max_image_pixels,
-                    workers=workers or settings.inference_workers,
-                    on_progress=bar.update,
+                    entry, paths, settings, top_k=top_k, workers=n_workers, on_progress=bar.update
                 )
             if out is None:
                 write_predictions_csv(predictions, Path("/dev/stdout"))
@@ -402,12 +398,7 @@ def evaluate(
         try:
             with _bar(len(paths), f"evaluating {model}", progress) as bar:
                 predictions = with_model(
-                    entry,
-                    paths,
-                    top_k=top_k,
-                    max_pixels=settings.max_image_pixels,
-                    workers=n_workers,
-                    on_progress=bar.update,
+                    entry, paths, settings, top_k=top_k, workers=n_workers, on_progress=bar.update
                 )
         finally:
             registry.close()
@@ -426,11 +417,8 @@ def evaluate(
                     species_index,
                     embedder,
                     paths,
+                    settings,
                     top_k=top_k,
-                    neighbours=settings.index_neighbours,
-                    temperature=settings.index_temperature,
-                    ef_search=settings.index_ef_search,
-                    max_pixels=settings.max_image_pixels,
                     workers=n_workers,
                     on_progress=bar.update,
                 )

@@ -1,11 +1,14 @@
 """Throughput per replica behind nginx, side by side in one run on this machine.
 
-    .venv/bin/python benchmarks/replicas.py          # needs ../shared and nginx (tests/deploy/setup_nginx.sh)
+    .venv/bin/python benchmarks/replicas.py   # needs ../shared and nginx (see below)
 
 The birds model, the real photos of benchmarks/serving.py, uploads at concurrency 16 over
-keep-alive connections: one replica directly, one replica behind nginx (deploy/nginx/species-id.conf),
-and two replicas behind it. On one machine the replicas share its cores, so the figures show
-nginx's cost and how replicas split a machine; on separate machines throughput adds up per replica.
+keep-alive connections: one replica directly, one replica behind nginx
+(deploy/nginx/species-id.conf), and two replicas behind it. On one machine the replicas share its
+cores, so the figures show nginx's cost and how replicas split a machine; on separate machines
+throughput adds up per replica.
+
+nginx: bash tests/support/debian_package.sh /usr/sbin/nginx nginx-light
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     if not (BIRDS / "model.tflite").exists() or not Path(BINARY).exists():
-        sys.exit("needs ../shared and nginx (bash tests/deploy/setup_nginx.sh)")
+        sys.exit(
+            "needs ../shared and nginx: bash tests/support/debian_package.sh /usr/sbin/nginx nginx-light"
+        )
     work = Path(tempfile.mkdtemp(prefix="species-replicas-"))
     write_birds_manifest()
     photos = photo_sets(work)["real photos"]

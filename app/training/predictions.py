@@ -15,6 +15,7 @@ from app.index.vote import vote
 from app.models.registry import LoadedModel
 from app.pipeline import score_files
 from app.ranking import rank
+from app.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +52,14 @@ def species_names(model: LoadedModel) -> list[str]:
 def with_model(
     model: LoadedModel,
     paths: list[Path],
+    settings: Settings,
     *,
     top_k: int,
-    max_pixels: int,
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Predictions:
     scored = score_files(
-        model,
-        paths,
-        max_pixels=max_pixels,
-        workers=workers,
-        on_progress=on_progress,
+        model, paths, max_pixels=settings.max_image_pixels, workers=workers, on_progress=on_progress
     )
     names = [label.scientific_name for label in model.labels]
     rows = ranked_from_scores(scored.scores, names, background_index=model.spec.background_index, top_k=top_k)
@@ -79,29 +76,30 @@ def with_index(
     index: SpeciesIndex,
     embedder: LoadedModel,
     paths: list[Path],
+    settings: Settings,
     *,
     top_k: int,
-    neighbours: int,
-    temperature: float,
-    ef_search: int,
-    max_pixels: int,
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Predictions:
-    """The same project -> k-NN -> vote as /img_url, for every photo at once."""
+    """The same project -> k-NN -> vote as /img_url (with the server's settings), for every photo."""
     scored = score_files(
-        embedder,
-        paths,
-        max_pixels=max_pixels,
-        workers=workers,
-        on_progress=on_progress,
+        embedder, paths, max_pixels=settings.max_image_pixels, workers=workers, on_progress=on_progress
     )
     ranked: list[Ranked | None] = [None] * len(paths)
     good = np.flatnonzero(scored.ok)
     if good.size:
-        sims, rows = index.search(index.project(scored.scores[good]), neighbours, ef_search)
+        sims, rows = index.search(
+            index.project(scored.scores[good]), settings.index_neighbours, settings.index_ef_search
+        )
         for position, i in enumerate(good):
-            votes = vote(sims[position], rows[position], index.rows, top_k=top_k, temperature=temperature)
+            votes = vote(
+                sims[position],
+                rows[position],
+                index.rows,
+                top_k=top_k,
+                temperature=settings.index_temperature,
+            )
             ranked[i] = Ranked(
                 [index.labels[v.label].scientific_name for v in votes], [v.score for v in votes]
             )

@@ -22,7 +22,7 @@ from tests.support.server import ServiceProcess
 
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
-    done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["bash", *SETUP], capture_output=True, text=True, timeout=900)
     if done.returncode == 3:
         pytest.skip(f"no nginx: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr

@@ -15,8 +15,8 @@ import httpx
 from tests.support.server import REPO, free_port
 
 CONF = REPO / "deploy" / "nginx" / "species-id.conf"
-SETUP = REPO / "tests" / "deploy" / "setup_nginx.sh"
 BINARY = "/usr/sbin/nginx"
+SETUP = [str(REPO / "tests" / "support" / "debian_package.sh"), BINARY, "nginx-light"]
 
 
 def render(conf: str, port: int, upstreams: list[int]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,18 +21,18 @@ from tests.conftest import (
     write_manifest,
 )
 from tests.support.reference import samples
-from tests.support.server import ServiceProcess
+from tests.support.server import REPO, ServiceProcess
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]
 
-SETUP = Path(__file__).with_name("setup_browser.sh")
 CHROMIUM = "/usr/bin/chromium"
+SETUP = [str(REPO / "tests" / "support" / "debian_package.sh"), CHROMIUM, "chromium", "fonts-dejavu-core"]
 GROUPS = {"birds": "bird", "insects": "insect"}  # the samples whose real models are here (no plants_V1)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["bash", *SETUP], capture_output=True, text=True, timeout=900)
     if done.returncode == 3:
         pytest.skip(f"no browser: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr

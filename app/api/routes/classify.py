@@ -34,6 +34,7 @@ TopK = Annotated[
     int | None, Query(ge=1, le=100, description="how many species to return (default 5, at most 100)")
 ]
 ERRORS = error_responses(400, 404, 413, 415, 422, 502, 503, 504)
+ClassifierName = Annotated[str, Path(max_length=64, description="a classifier's manifest name")]
 
 
 async def classify(
@@ -134,7 +135,7 @@ for _group, _what in LEGACY_GROUPS.items():
     summary="Identify species with any classifier in the manifest",
 )
 async def classify_with(
-    model_name: Annotated[str, Path(max_length=64, description="a classifier's manifest name")],
+    model_name: ClassifierName,
     image: ImageInputDep,
     registry: RegistryDep,
     runner: RunnerDep,

@@ -6,10 +6,11 @@ import time
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.api.image_input import ImageInputDep
+from app.api.routes.classify import ClassifierName
 from app.api.schemas import Explanation, Timings, error_responses
 from app.deps import FetcherDep, RegistryDep, RunnerDep, SettingsDep
 from app.explain import explain
@@ -37,7 +38,7 @@ router = APIRouter(tags=["explain"])
     ),
 )
 async def explain_photo(
-    model_name: Annotated[str, Path(max_length=64, description="a classifier's manifest name")],
+    model_name: ClassifierName,
     image: ImageInputDep,
     registry: RegistryDep,
     runner: RunnerDep,
