@@ -5,10 +5,14 @@ scroll sideways. Screenshots go to test-artifacts/web/."""
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
 from tests.conftest import (
     BIRDS,
@@ -17,6 +21,7 @@ from tests.conftest import (
     NO_SHARED,
     SHARED,
     aiy_entry,
+    gbif_env,
     service_env,
     write_manifest,
 )
@@ -46,14 +51,21 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, artifacts) -> Iterator[ServiceProcess]:
-    manifest = write_manifest(
-        tmp_path_factory.mktemp("web") / "models.toml", [aiy_entry(*BIRDS), aiy_entry(*INSECTS)]
-    )
+def server(tmp_path_factory, artifacts, fake_gbif) -> Iterator[ServiceProcess]:
+    root = tmp_path_factory.mktemp("web")
+    insects = {**aiy_entry(*INSECTS), "taxonomy": str(root / "taxa.jsonl")}
+    manifest = write_manifest(root / "models.toml", [aiy_entry(*BIRDS), insects])
+    # The insects' taxonomy, linked against the local fake GBIF: GBIF links and the rollup.
+    fake_gbif.none_names, fake_gbif.fail_names = set(), set()
+    linked = subprocess.run(
+        [sys.executable, "-m", "app", "link-gbif", "--model", "aiy_insects_v1", "--rate", "500",
+         "--no-progress"],
+        cwd=REPO, env={**os.environ, **gbif_env(manifest, fake_gbif, root / "gbif.sqlite")},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert linked.returncode == 0, linked.stdout + linked.stderr
     # Private addresses refused, as in production: the page must show that error.
-    env = service_env(
-        manifest, ALLOW_PRIVATE_NETWORKS="false", INDEX_DIR=str(tmp_path_factory.mktemp("noindex"))
-    )
+    env = service_env(manifest, ALLOW_PRIVATE_NETWORKS="false", INDEX_DIR=str(root / "noindex"))
     proc = ServiceProcess(env, artifacts / "web-service.log").start()
     yield proc
     proc.stop()
@@ -153,6 +165,25 @@ def test_phone_screen(browser, server, artifacts):
     (artifacts / "web").mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "web" / "phone.png"), full_page=True)
     context.close()
+
+
+def test_rollup_and_gbif_links(page):
+    """A red admiral and a painted lady overlaid: no species is sure, the genus is (as in
+    tests/api/test_gbif_taxonomy.py); the page says so and links names to GBIF."""
+    images = [
+        Image.open(SHARED / "datasets" / "leedsbutterfly" / "images" / name).convert("RGB").resize((448, 448))
+        for name in ("009_0003.jpg", "010_0001.jpg")
+    ]
+    buffer = io.BytesIO()
+    Image.blend(*images, 0.5).save(buffer, "PNG")
+    page.set_input_files(
+        "#file", files=[{"name": "two.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
+    )
+    identify(page, group="insect")
+    assert page.is_visible("#rollup")
+    assert "it is at least genus Vanessa" in page.inner_text("#rollup")
+    links = page.locator("#results a").evaluate_all("links => links.map(a => a.href)")
+    assert links and all(link.startswith("https://www.gbif.org/species/") for link in links)
 
 
 def test_page_headers(server):
