@@ -216,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = config
         app.state.registry = registry
         app.state.runner = runner
+        app.state.explain_slots = asyncio.Semaphore(config.explain_concurrency)
         app.state.fetcher = ImageFetcher(client, config)
         gbif = GbifClient(config)
         app.state.gbif = gbif

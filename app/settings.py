@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # waiting at most this long for company (1 = no batching).
     batch_max_size: int = Field(default=16, ge=1, le=256)
     batch_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    # POST /v1/explain costs ~170 model calls: at most this many run at once; more get 503 at
+    # once, so saliency maps cannot crowd identifications out of the workers.
+    explain_concurrency: int = Field(default=1, ge=1, le=64)
 
     # --- ranking ------------------------------------------------------------------------
     top_k_default: int = Field(default=5, ge=1, le=100)

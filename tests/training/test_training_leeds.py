@@ -238,6 +238,24 @@ def test_explain_hot_region_follows_the_butterfly(server, artifacts):
         assert centres["bottom-right"][0] > 0.55 and centres["bottom-right"][1] > 0.55
 
 
+def test_saliency_maps_are_rationed(server):
+    """EXPLAIN_CONCURRENCY (1 here): a second map asked while one is drawn gets 503 at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photo = _butterfly_at("top-left")
+
+    def ask(_: int) -> httpx.Response:
+        files = {"image": ("b.jpg", photo, "image/jpeg")}
+        return httpx.post(f"{server.base_url}/v1/explain/aiy_insects_v1", files=files, timeout=60)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(ask, range(3)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 200 and 503 in statuses, statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "2"
+
+
 def test_explain_cli_writes_the_overlay(manifest, tmp_path):
     photo = SHARED / "datasets" / "leedsbutterfly" / "images" / "009_0003.jpg"
     out = tmp_path / "explain.png"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.image_input import ImageInputDep
 from app.api.routes.classify import ClassifierName
 from app.api.schemas import Explanation, Timings, error_responses
 from app.deps import FetcherDep, RegistryDep, RunnerDep, SettingsDep
+from app.errors import Overloaded
 from app.explain import explain
 
 router = APIRouter(tags=["explain"])
@@ -44,12 +46,20 @@ async def explain_photo(
     runner: RunnerDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
+    request: Request,
     format: Annotated[Literal["png", "json"], Query(description="png: the overlay; json: the grid")] = "png",
 ) -> Response | Explanation:
     model = registry.get(model_name, task="classifier")
-    source = await image.load(fetcher, settings)
-    started = time.perf_counter()
-    done = await runner.run(explain, model, source.data, settings.max_image_pixels, format == "png")
+    slots: asyncio.Semaphore = request.app.state.explain_slots
+    if slots.locked():
+        raise Overloaded(
+            f"{settings.explain_concurrency} saliency map(s) already in progress; retry shortly",
+            retry_after_s=2,
+        )
+    async with slots:
+        source = await image.load(fetcher, settings)
+        started = time.perf_counter()
+        done = await runner.run(explain, model, source.data, settings.max_image_pixels, format == "png")
     result = done.explanation
     label = model.labels[result.class_index]
     if done.png is not None:
