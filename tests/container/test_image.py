@@ -139,6 +139,47 @@ def test_compose_up_ready_classify_down(podman: Podman, lite_image: str, repo_vo
 
 
 @pytest.mark.shared
+def test_compose_scaled_profile_spreads_over_replicas(podman: Podman, lite_image: str, repo_volume: Path):
+    """`--profile scaled`: two replicas behind nginx with deploy/nginx/species-id.conf; requests
+    alternate; one replica killed, the next requests still succeed."""
+    podman.run("build", "-q", "-t", "species-id-test-nginx", "-f", "tests/container/nginx.Containerfile",
+               "tests/container", timeout=600)  # fmt: skip
+    compose = shutil.which("podman-compose") or str(Path(sys.executable).parent / "podman-compose")
+    project = f"sidscale{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {**podman.env, "SPECIES_ID_LB_PORT": str(port), "SPECIES_ID_LB_IMAGE": "species-id-test-nginx"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [compose, "--project-name", project, "-f", "docker-compose.yml", "--profile", "scaled", *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+
+    # podman-compose does not read deploy.replicas (docker compose does): --scale says it.
+    up = run("up", "--detach", "--scale", "api=2", "api", "lb")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        for replica in (f"{project}_api_1", f"{project}_api_2"):
+            podman.wait_healthy(replica)
+        answers = [post_photo(f"http://127.0.0.1:{port}", "/bird_url", CHICKADEE) for _ in range(8)]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert all(a.json()["results"][0]["scientific_name"] == "Poecile atricapillus" for a in answers)
+        upstreams = {a.headers["x-upstream"] for a in answers}
+        assert len(upstreams) == 2, upstreams
+        podman.run("kill", f"{project}_api_1")
+        after = [post_photo(f"http://127.0.0.1:{port}", "/bird_url", CHICKADEE) for _ in range(6)]
+        assert all(a.status_code == 200 for a in after), [a.text for a in after]
+    finally:
+        run("down")
+        leftover = podman.run(
+            "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}"
+        ).stdout
+        for container in leftover.split():
+            podman.run("rm", "-f", container, check=False)
+        podman.run("network", "rm", "-f", f"{project}_default", check=False)
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("engine", ["podman", "docker"])
 def test_start_docker_script(podman: Podman, lite_image: str, repo_volume: Path, engine: str):
     if engine == "docker" and shutil.which("docker") is None:
