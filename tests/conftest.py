@@ -33,6 +33,28 @@ MAX_DOWNLOAD = 4_000_000
 READ_TIMEOUT = 1.5
 
 
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    """A figure a test measured: printed at the end of the run (and kept in test-artifacts/)."""
+    FIGURES.append(line)
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    with (REPO / "test-artifacts" / "figures.txt").open("a") as fh:
+        fh.write(line + "\n")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    (REPO / "test-artifacts" / "figures.txt").unlink(missing_ok=True)  # this run's figures only
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if HAS_SHARED:
         return

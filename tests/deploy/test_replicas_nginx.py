@@ -14,7 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BIRDS, HAS_SHARED, SHARED, aiy_entry, plants_entry, service_env, write_manifest
+from tests.conftest import (
+    BIRDS,
+    HAS_SHARED,
+    SHARED,
+    aiy_entry,
+    figure,
+    plants_entry,
+    service_env,
+    write_manifest,
+)
 from tests.support.images import encode, photo
 from tests.support.nginx import BINARY, SETUP, Nginx
 from tests.support.server import ServiceProcess
@@ -73,7 +82,7 @@ def test_requests_spread_over_both_replicas(balancer, replicas, model):
     assert all(r.status_code == 200 for r in served), [r.text for r in served if r.status_code != 200]
     upstreams = [r.headers["x-upstream"] for r in served]
     counts = {f"127.0.0.1:{r.port}": upstreams.count(f"127.0.0.1:{r.port}") for r in replicas}
-    print("requests per replica:", counts)
+    figure(f"nginx round robin over 2 replicas, 20 requests: {sorted(counts.values())}")
     assert all(n >= 5 for n in counts.values()), counts  # round robin: 10 and 10
 
 
@@ -105,7 +114,7 @@ def test_killing_a_replica_fails_no_request_once_dropped(balancer, replicas, mod
     before = [r for r in results if r[0] < killed_at]
     after = [r for r in results if r[0] >= killed_at]
     failed = [r for r in after if r[1] != 200]
-    print(f"{len(before)} requests before the kill, {len(after)} after, {len(failed)} failed: {failed[:3]}")
+    figure(f"nginx, 2 replicas, one SIGKILLed mid-load: {len(after)} requests after, {len(failed)} failed")
     assert len(before) >= 10 and len(after) >= 10
     assert not failed  # nginx retried the cut and refused ones on the survivor
     dropped = [r for r in after if r[0] >= killed_at + 1.0]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.index.artifacts import IndexDir
-from tests.conftest import HAS_SHARED, NO_SHARED, SHARED, insects_features_entry, write_manifest
+from tests.conftest import HAS_SHARED, NO_SHARED, SHARED, figure, insects_features_entry, write_manifest
 from tests.support.reference import leeds
 from tests.support.server import REPO
 
@@ -52,6 +52,8 @@ def test_ray_engine_builds_the_same_index(tmp_path):
     )
     vectors = [index.faiss_index.reconstruct_n(0, index.faiss_index.ntotal) for index in (local, ray)]
     np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-4)
+    gap = float(np.abs(vectors[1] - vectors[0]).max())
+    figure(f"build-index ray vs local, Leeds 300: labels identical, max vector difference {gap:.2e}")
     # And so the same neighbours for every photo.
     _, local_rows = local.search(vectors[0], 5)
     _, ray_rows = ray.search(vectors[0], 5)

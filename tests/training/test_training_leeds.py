@@ -26,6 +26,7 @@ from tests.conftest import (
     NO_SHARED,
     SHARED,
     aiy_entry,
+    figure,
     insects_features_entry,
     service_env,
     write_manifest,
@@ -82,6 +83,7 @@ def trained(leeds_csv, manifest, server) -> dict[str, object]:
                  manifest=manifest)  # fmt: skip
     print(result.stdout)
     accuracy = float(re.search(r"validation accuracy ([0-9.]+)", result.stdout)[1])
+    figure(f"train-head (logistic on aiy_insects_features), Leeds 240/60: validation accuracy {accuracy:.3f}")
     return {"stdout": result.stdout, "accuracy": accuracy, "dir": manifest.parent / HEAD}
 
 
@@ -139,6 +141,7 @@ def test_evaluate_the_insects_classifier(leeds_csv, manifest, tmp_path):
     print(result.stdout)
     figures = re.search(r"top-1 ([0-9.]+), top-5 ([0-9.]+), macro-F1 ([0-9.]+)", result.stdout)
     assert figures, result.stdout
+    figure(f"evaluate aiy_insects_v1 on Leeds (300): {figures[0]}")
     report = json.loads((out / "report.json").read_text())
     assert report["evaluated"] == 300 and report["failed"] == 0
     assert report["top1"] == pytest.approx(float(figures[1]), abs=1e-3) and report["top1"] >= 0.9
@@ -173,6 +176,7 @@ def test_evaluate_the_head_and_an_index(leeds_csv, manifest, trained, tmp_path):
                  "--out", str(tmp_path / "lookup"), manifest=manifest)  # fmt: skip
     print(lookup.stdout)
     report = json.loads((tmp_path / "lookup" / "report.json").read_text())
+    figure(f"evaluate --index (150 odd Leeds photos indexed, 150 even looked up): top-1 {report['top1']:.3f}")
     assert report["source"].startswith("index ") and report["evaluated"] == 150
     assert report["top1"] >= 0.9
 
@@ -183,6 +187,7 @@ def test_embedding_map(leeds_csv, manifest, tmp_path):
                  manifest=manifest)  # fmt: skip
     print(result.stdout)
     purity = float(re.search(r"purity ([0-9.]+)", result.stdout)[1])
+    figure(f"embedding-map (aiy_insects_features, Leeds 300): k-means purity {purity:.3f}")
     figures = json.loads(out.with_suffix(".json").read_text())
     assert figures["purity"] == pytest.approx(purity, abs=1e-3) and 0.1 <= purity <= 1.0
     assert figures["photos"] == 300 and figures["species"] == 10 and figures["nmi"] > 0.5
@@ -232,7 +237,10 @@ def test_explain_hot_region_follows_the_butterfly(server, artifacts):
             with Image.open(io.BytesIO(png.content)) as overlay:
                 assert overlay.size == (448, 448)
             (artifacts / f"explain-{corner}.png").write_bytes(png.content)
-        print(centres)
+        figure(
+            "explain, a monarch moved across a canvas: heat centre (row, col as fractions) "
+            + ", ".join(f"{corner} ({r:.2f}, {c:.2f})" for corner, (r, c) in centres.items())
+        )
         # Row and column of the heat's centre, as fractions of the grid (0 = top/left).
         assert centres["top-left"][0] < 0.45 and centres["top-left"][1] < 0.45
         assert centres["bottom-right"][0] > 0.55 and centres["bottom-right"][1] > 0.55
