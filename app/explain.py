@@ -97,16 +97,17 @@ def _colour(heat: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     return out
 
 
-def overlay_png(data: bytes, heat: npt.NDArray[np.float32], *, max_pixels: int) -> bytes:
+def overlay_png(data: bytes, image: DecodedImage, explanation: Explanation, *, max_pixels: int) -> bytes:
     """The photo as a person sees it (upright, aspect kept) under the heat map; the heat is drawn
-    more opaque where it is hotter, and not at all where it is cold."""
-    probe = decode(data, InputSpec(size=(1, 1)), max_pixels=max_pixels)
-    scale = min(1.0, DISPLAY_SIDE / max(probe.width, probe.height))
-    size = (max(1, round(probe.height * scale)), max(1, round(probe.width * scale)))
+    more opaque where it is hotter, and not at all where it is cold. ``image`` is the photo as
+    decoded for the model: its original size is known, so it is decoded once more, at display size."""
+    scale = min(1.0, DISPLAY_SIDE / max(image.width, image.height))
+    size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
     photo = decode(data, InputSpec(size=size), max_pixels=max_pixels).pixels.astype(np.float32)
-    # The heat is blocky by construction (patch and stride); a blur the size of a stride shows
-    # it as the smooth field it estimates.
-    stride_px = max(1.0, size[1] * (heat.shape[1] ** -1) * max(1, min(heat.shape) // 14))
+    heat = explanation.heat
+    # The heat is blocky by construction (patch and stride); a blur of one stride, in display
+    # pixels, shows it as the smooth field it estimates.
+    stride_px = explanation.stride * size[1] / heat.shape[1]
     grey = Image.fromarray(np.round(heat * 255).astype(np.uint8), "L")
     smooth = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR).filter(
         ImageFilter.GaussianBlur(stride_px)
@@ -136,5 +137,5 @@ def explain(model: LoadedModel, data: bytes, max_pixels: int, draw: bool) -> Exp
     decoded = time.perf_counter()
     explanation = occlusion(model, image.pixels)
     occluded = time.perf_counter()
-    png = overlay_png(data, explanation.heat, max_pixels=max_pixels) if draw else None
+    png = overlay_png(data, image, explanation, max_pixels=max_pixels) if draw else None
     return Explained(explanation, image, png, (decoded - started) * 1000, (occluded - decoded) * 1000)
