@@ -39,15 +39,21 @@ class IndexStore:
         self.state: IndexState = "absent"
         self.reason: str | None = f"no index in {directory}: build one with `python -m app build-index`"
 
+    def _embedder_replaced(self) -> bool:
+        # A model reload swapped the embedder's entry (its file changed): the index must be
+        # checked against the new one, and queries embedded by it.
+        embedder = self._embedder
+        return embedder is not None and self._registry.entry(embedder.spec.name) is not embedder
+
     @property
     def stale(self) -> bool:
-        return self.dir.current_version() != self._seen
+        return self.dir.current_version() != self._seen or self._embedder_replaced()
 
     def refresh(self) -> None:
-        """Blocking: loads the current version if it changed. Never raises."""
+        """Blocking: loads the current version if it, or its embedder, changed. Never raises."""
         with self._lock:
             version = self.dir.current_version()
-            if version == self._seen:
+            if version == self._seen and not self._embedder_replaced():
                 return
             self._seen = version
             if version is None:

@@ -272,6 +272,10 @@ class Registry:
     def entries(self) -> list[LoadedModel]:
         return list(self._models.values())
 
+    def entry(self, name: str) -> LoadedModel | None:
+        """The entry serving ``name`` now, in whatever state: a reload may have replaced it."""
+        return self._models.get(name)
+
     def is_ready(self, *, require_all: bool) -> bool:
         if not self.loading_done:
             return False
