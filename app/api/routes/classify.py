@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Path, Query
 
 from app.api.image_input import ImageInput, ImageInputDep
@@ -67,12 +68,13 @@ async def classify(
         )
         for position, (index, score) in enumerate(zip(ranking.indices, ranking.scores, strict=True), 1)
     ]
-    # Climb the taxonomy only when no species is confident; over every class, not just top_k.
+    # Climb the taxonomy only when no species is confident; over every class, not just top_k
+    # (the classes with a score at all: most of the AIY models' 1000-2000 are exactly 0).
     background = model.spec.background_index
     summed = rollup(
         (
-            (label.scientific_name, float(p))
-            for i, (label, p) in enumerate(zip(model.labels, output.scores, strict=True))
+            (model.labels[i].scientific_name, float(output.scores[i]))
+            for i in np.flatnonzero(output.scores > 0)
             if i != background
         ),
         model.taxonomy,
