@@ -24,6 +24,7 @@ from app import __version__
 from app.api.access import RateLimiter
 from app.api.main import api_router
 from app.api.routes import web
+from app.asgi import HttpMiddleware, ResponseWatch
 from app.enrich.gbif import GbifClient
 from app.errors import DeadlineExceeded, PayloadTooLarge, ServiceError
 from app.imaging.fetch import ImageFetcher, build_client
@@ -55,18 +56,12 @@ def render_error(exc: ServiceError) -> JSONResponse:
     return _error_json(exc.status, exc.code, exc.message, exc.detail, exc.headers)
 
 
-class BodySizeLimit:
+class BodySizeLimit(HttpMiddleware):
     """Refuses a request body over the limit before it is spooled anywhere: at once when
     Content-Length says so, else as soon as the streamed bytes pass it. The limit comes from
     the settings the lifespan put on the app."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings: Settings = scope["app"].state.settings
         limit = settings.max_upload_bytes + _FORM_OVERHEAD
         for name, value in scope["headers"]:
@@ -92,31 +87,19 @@ class BodySizeLimit:
         return PayloadTooLarge(f"the request body is larger than {limit} bytes", detail={"max_bytes": limit})
 
 
-class RequestDeadline:
+class RequestDeadline(HttpMiddleware):
     """Answers 503 ``deadline_exceeded`` for a request still running after REQUEST_TIMEOUT, so a
     slow photo or a stuck upstream never holds a client (or a connection) indefinitely. Work
     already in a worker thread finishes there and is dropped; the runner counts it until then."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = scope["app"].state.settings.request_timeout
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        response = ResponseWatch(send)
         try:
             async with asyncio.timeout(timeout):
-                await self.app(scope, receive, tracking_send)
+                await self.app(scope, receive, response.send)
         except TimeoutError:
-            if started:  # too late for a clean answer: the client sees the connection close
+            if response.status is not None:  # too late for a clean answer: the connection closes
                 raise
             error = DeadlineExceeded(
                 f"the request took longer than {timeout:g} s", headers={"Retry-After": "1"}
@@ -124,16 +107,16 @@ class RequestDeadline:
             await render_error(error)(scope, receive, send)
 
 
-class ConfiguredCORS:
+class ConfiguredCORS(HttpMiddleware):
     """CORS from the settings the lifespan loaded; with no CORS_ORIGINS no CORS header is ever
     sent, so browsers keep other sites out."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        super().__init__(app)
         self._cors: ASGIApp | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["app"].state.settings.cors_origins:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not scope["app"].state.settings.cors_origins:
             await self.app(scope, receive, send)
             return
         if self._cors is None:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from app.asgi import HttpMiddleware, ResponseWatch
 
 if TYPE_CHECKING:
     from app.api.image_input import ImageSource
@@ -95,27 +97,15 @@ class Metrics:
             self.fetch_bytes.observe(len(source.data))
 
 
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class MetricsMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics: Metrics = scope["app"].state.metrics
         started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseWatch(send)
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, receive, response.send)
         finally:
+            status = response.status or 500  # no response started: the app failed
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
