@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from app.index.artifacts import SpeciesIndex
+
 
 @dataclass(frozen=True, slots=True)
 class SpeciesVote:
@@ -47,4 +49,21 @@ def vote(
     return [
         SpeciesVote(int(species[i]), float(min(scores[i], 1.0)), int(counts[i]), float(best[i]))
         for i in order
+    ]
+
+
+def query(
+    index: SpeciesIndex,
+    features: npt.NDArray[np.float32],
+    *,
+    neighbours: int,
+    ef_search: int,
+    temperature: float,
+    top_k: int,
+) -> list[list[SpeciesVote]]:
+    """Embedder features [N, D] -> project -> k nearest photos -> species votes, per photo: what
+    /img_url answers (one photo) and what ``evaluate --index`` scores (many)."""
+    sims, rows = index.search(index.project(features), neighbours, ef_search)
+    return [
+        vote(sims[i], rows[i], index.rows, top_k=top_k, temperature=temperature) for i in range(len(features))
     ]

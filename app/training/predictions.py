@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.index.artifacts import SpeciesIndex
-from app.index.vote import vote
+from app.index.vote import query
 from app.models.registry import LoadedModel
 from app.pipeline import score_files
 from app.ranking import rank
@@ -89,17 +89,15 @@ def with_index(
     ranked: list[Ranked | None] = [None] * len(paths)
     good = np.flatnonzero(scored.ok)
     if good.size:
-        sims, rows = index.search(
-            index.project(scored.scores[good]), settings.index_neighbours, settings.index_ef_search
+        per_photo = query(
+            index,
+            scored.scores[good],
+            neighbours=settings.index_neighbours,
+            ef_search=settings.index_ef_search,
+            temperature=settings.index_temperature,
+            top_k=top_k,
         )
-        for position, i in enumerate(good):
-            votes = vote(
-                sims[position],
-                rows[position],
-                index.rows,
-                top_k=top_k,
-                temperature=settings.index_temperature,
-            )
+        for i, votes in zip(good, per_photo, strict=True):
             ranked[i] = Ranked(
                 [index.labels[v.label].scientific_name for v in votes], [v.score for v in votes]
             )

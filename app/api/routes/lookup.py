@@ -27,7 +27,7 @@ from app.enrich.taxonomy import rollup
 from app.errors import BadRequest, PayloadTooLarge
 from app.index.artifacts import Label, SpeciesIndex
 from app.index.store import IndexStore
-from app.index.vote import SpeciesVote, vote
+from app.index.vote import SpeciesVote, query
 from app.models.registry import LoadedModel
 from app.pipeline import process
 from app.settings import Settings
@@ -60,12 +60,14 @@ def _search(
 ) -> tuple[list[SpeciesVote], float]:
     """project -> k-NN -> vote, in a worker thread (an exact search over 100k photos takes ms)."""
     started = time.perf_counter()
-    sims, rows = index.search(
-        index.project(features[np.newaxis]), settings.index_neighbours, settings.index_ef_search
-    )
     # Every species among the neighbours: the rollup needs them all, the answer the first top_k.
-    votes = vote(
-        sims[0], rows[0], index.rows, top_k=len(index.labels), temperature=settings.index_temperature
+    (votes,) = query(
+        index,
+        features[np.newaxis],
+        neighbours=settings.index_neighbours,
+        ef_search=settings.index_ef_search,
+        temperature=settings.index_temperature,
+        top_k=len(index.labels),
     )
     return votes, (time.perf_counter() - started) * 1000
 
