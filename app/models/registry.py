@@ -59,11 +59,14 @@ class LoadedModel:
         if self.backend is None:
             raise ModelUnavailable(f"model {self.spec.name} is {self.state}: {self.reason}")
         out = self.backend.predict(batch)
-        if self.spec.output == "logits":
-            shifted = out - out.max(axis=1, keepdims=True)
-            exp = np.exp(shifted)
-            out = exp / exp.sum(axis=1, keepdims=True)
-        return out
+        return softmax(out) if self.spec.output == "logits" else out
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    out: npt.NDArray[np.float32] = exp / exp.sum(axis=1, keepdims=True)
+    return out
 
 
 class Registry:

@@ -13,6 +13,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import normalized_mutual_info_score
 
+from app.index.artifacts import l2_normalize
 from app.training.plots import scatter_png
 
 
@@ -48,7 +49,7 @@ def embedding_map(
 ) -> MapReport:
     if len(features) < 5:
         raise ValueError("an embedding map needs at least 5 photos")
-    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(features)
     reduced = PCA(n_components=min(50, *x.shape), random_state=seed).fit_transform(x)
     pca2 = PCA(n_components=2, random_state=seed).fit(x)
     panels: list[tuple[str, npt.NDArray[np.float32]]] = [("PCA", pca2.transform(x))]

@@ -21,8 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
-from app.index.artifacts import EmbedderIdentity
+from app.index.artifacts import EmbedderIdentity, l2_normalize
 from app.models.backends.head import HeadWeights, sidecar
+from app.models.registry import softmax
 
 HeadKind = Literal["logistic", "dense"]
 Array = npt.NDArray[np.float32]
@@ -71,11 +72,6 @@ def _standardiser(x: Array) -> tuple[Array, Array]:
     return mean, scale
 
 
-def _l2(x: Array) -> Array:
-    out: Array = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
-    return out
-
-
 def _binary_as_two(weights: Array, bias: Array) -> tuple[Array, Array]:
     # scikit-learn keeps one logit for two classes: softmax([0, z]) == sigmoid(z).
     return (
@@ -84,18 +80,12 @@ def _binary_as_two(weights: Array, bias: Array) -> tuple[Array, Array]:
     )
 
 
-def _softmax(logits: Array) -> Array:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    out: Array = exp / exp.sum(axis=1, keepdims=True)
-    return out
-
-
 def fit(
     train_x: Array, train_y: npt.NDArray[np.int64], *, kind: HeadKind, hidden: int, seed: int
 ) -> tuple[HeadWeights, int]:
-    mean, scale = _standardiser(_l2(train_x))
-    x = (_l2(train_x) - mean) / scale
+    unit = l2_normalize(train_x)  # as HeadWeights.logits does before standardising
+    mean, scale = _standardiser(unit)
+    x = (unit - mean) / scale
     layers: list[tuple[Array, Array]]
     if kind == "logistic":
         model = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced")
@@ -142,7 +132,7 @@ def train_head(
     train_x = np.concatenate([features[train_rows], *(a[train_rows] for a in augmented or [])])
     train_y = np.tile(y[train_rows], 1 + len(augmented or []))
     weights, iterations = fit(train_x, train_y, kind=kind, hidden=hidden, seed=seed)
-    val_probabilities = _softmax(weights.logits(features[val_rows]))
+    val_probabilities = softmax(weights.logits(features[val_rows]))
     train_hits = weights.logits(features[train_rows]).argmax(axis=1) == y[train_rows]
     return TrainedHead(
         weights=weights,
