@@ -115,9 +115,10 @@ def classify(
                     entry, paths, settings, top_k=top_k, workers=n_workers, on_progress=bar.update
                 )
             if out is None:
-                write_predictions_csv(predictions, Path("/dev/stdout"))
+                write_predictions_csv(predictions, sys.stdout)
             else:
-                write_predictions_csv(predictions, out)
+                with out.open("w", newline="", encoding="utf-8") as fh:
+                    write_predictions_csv(predictions, fh)
             for path, error in predictions.failures:
                 typer.echo(f"unreadable: {path}: {error}", err=True)
             typer.echo(

@@ -14,6 +14,7 @@ import html
 import io
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from PIL import Image
@@ -143,7 +144,8 @@ def write_report(report: EvaluationReport, predictions: Predictions, out: Path) 
             writer.writerow(
                 [c.name, f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}", c.support, c.in_model]
             )
-    write_predictions_csv(predictions, files["predictions"])
+    with files["predictions"].open("w", newline="", encoding="utf-8") as fh:
+        write_predictions_csv(predictions, fh)
     confusion_png(
         [c.name for c in report.classes],
         report.confusion_labels,
@@ -155,19 +157,18 @@ def write_report(report: EvaluationReport, predictions: Predictions, out: Path) 
     return files
 
 
-def write_predictions_csv(predictions: Predictions, path: Path) -> None:
+def write_predictions_csv(predictions: Predictions, fh: TextIO) -> None:
     """One row per photo and rank (``path,rank,scientific_name,score,error``); an unreadable
-    photo gets one row with its error."""
+    photo gets one row with its error. ``fh``: a file opened with ``newline=""``, or stdout."""
     errors = {str(p): e for p, e in predictions.failures}
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "rank", "scientific_name", "score", "error"])
-        for photo, ranked in zip(predictions.paths, predictions.ranked, strict=True):
-            if ranked is None:
-                writer.writerow([photo, "", "", "", errors.get(str(photo), "unreadable")])
-                continue
-            for position, (name, score) in enumerate(zip(ranked.names, ranked.scores, strict=True), 1):
-                writer.writerow([photo, position, name, f"{score:.6f}", ""])
+    writer = csv.writer(fh)
+    writer.writerow(["path", "rank", "scientific_name", "score", "error"])
+    for photo, ranked in zip(predictions.paths, predictions.ranked, strict=True):
+        if ranked is None:
+            writer.writerow([photo, "", "", "", errors.get(str(photo), "unreadable")])
+            continue
+        for position, (name, score) in enumerate(zip(ranked.names, ranked.scores, strict=True), 1):
+            writer.writerow([photo, position, name, f"{score:.6f}", ""])
 
 
 def _thumbnail(path: str) -> str:

@@ -275,3 +275,25 @@ def test_explain_cli_writes_the_overlay(manifest, tmp_path):
         # At most 640 px on the long side, the photo's own proportions (672x448 here).
         assert png.format == "PNG" and png.width == 640
         assert abs(png.height / png.width - original.height / original.width) < 0.01
+
+
+def test_classify_a_folder_to_csv(manifest, tmp_path):
+    """Every photo of a folder (recursive), batched; an unreadable file is listed, not fatal."""
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    chosen = [(image, name) for image, name in leeds(SHARED)][::50]  # 6 photos, 6 species
+    for image, _ in chosen:
+        (photos / image.name).symlink_to(image)
+    (photos / "notes.jpg").write_text("field notes, not a photo")
+    out = tmp_path / "results.csv"
+    result = cli("classify", str(tmp_path / "photos"), "--model", "aiy_insects_v1", "--top-k", "3",
+                 "--out", str(out), manifest=manifest)  # fmt: skip
+    assert "6 photos classified, 1 unreadable" in result.stderr
+    assert "unreadable:" in result.stderr and "notes.jpg" in result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6 * 3 + 1
+    firsts = {Path(r["path"]).name: r["scientific_name"] for r in rows if r["rank"] == "1"}
+    assert sum(firsts[image.name] == name for image, name in chosen) >= 5
+    assert next(r for r in rows if r["path"].endswith("notes.jpg"))["error"].startswith(
+        "the data is not an image"
+    )
