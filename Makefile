@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/ruff check app tests benchmarks notebooks
 	$(BIN)/ruff format --check app tests benchmarks notebooks
 	$(BIN)/mypy app
+	$(BIN)/lint-imports  # the layer contract in pyproject.toml: imports run downwards
 
 format: install
 	$(BIN)/ruff format app tests benchmarks notebooks

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
+from app.core.types import InputSpec
 from app.imaging.decode import DecodedImage, decode
-from app.models.manifest import InputSpec
 from app.models.registry import LoadedModel
 from app.ranking import rank
 
@@ -55,7 +55,7 @@ def occlusion(model: LoadedModel, pixels: npt.NDArray[np.generic], *, grid: int 
     low, high = model.input_spec.range
     fill = np.asarray((low + high) / 2, dtype=pixels.dtype)  # mid-grey in the model's own units
 
-    base = model.scores(pixels[np.newaxis])[0]
+    base = model.predict(pixels[np.newaxis])[0]
     top = rank(base, top_k=1, background_index=model.spec.background_index, min_score=0.0)
     cls = top.indices[0]
     ys, xs = _positions(height, patch, stride), _positions(width, patch, stride)
@@ -66,7 +66,7 @@ def occlusion(model: LoadedModel, pixels: npt.NDArray[np.generic], *, grid: int 
         batch = np.repeat(pixels[np.newaxis], len(chunk), axis=0)
         for i, (y, x) in enumerate(chunk):
             batch[i, y : y + patch, x : x + patch] = fill
-        lost[start : start + len(chunk)] = base[cls] - model.scores(batch)[:, cls]
+        lost[start : start + len(chunk)] = base[cls] - model.predict(batch)[:, cls]
     lost = np.maximum(lost, 0.0)  # hiding a distraction may raise the score: not "looked at"
 
     heat = np.zeros((height, width), dtype=np.float32)

@@ -7,7 +7,6 @@ the label set stays bounded whatever clients send.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -15,10 +14,6 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from app.asgi import HttpMiddleware, ResponseWatch
-
-if TYPE_CHECKING:
-    from app.api.image_input import ImageSource
-    from app.pipeline import ModelOutput
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -43,10 +38,10 @@ class _StateCollector(Collector):
         models = GaugeMetricFamily(
             "models", "manifest entries by state (1 = in that state)", labels=["model", "state"]
         )
-        for entry in registry.entries() if registry else []:
-            models.add_metric([entry.spec.name, entry.state], 1)
-            if entry.batcher is not None:
-                waiting.add_metric([entry.spec.name], entry.batcher.depth)
+        for model in registry.entries() if registry else []:
+            models.add_metric([model.spec.name, model.state], 1)
+            if model.batcher is not None:
+                waiting.add_metric([model.spec.name], model.batcher.depth)
         yield waiting
         yield models
 
@@ -89,12 +84,13 @@ class Metrics:
     def observe_batch(self, model: str, size: int, _seconds: float) -> None:
         self.batch_size.labels(model).observe(size)
 
-    def observe_image(self, model: str, source: ImageSource, output: ModelOutput) -> None:
-        self.decode_seconds.labels(model).observe(output.decode_ms / 1000)
-        self.inference_seconds.labels(model).observe(output.infer_ms / 1000)
-        if source.fetch_ms is not None:
-            self.fetch_seconds.observe(source.fetch_ms / 1000)
-            self.fetch_bytes.observe(len(source.data))
+    def observe_inference(self, model: str, decode_ms: float, infer_ms: float) -> None:
+        self.decode_seconds.labels(model).observe(decode_ms / 1000)
+        self.inference_seconds.labels(model).observe(infer_ms / 1000)
+
+    def observe_fetch(self, fetch_ms: float, size: int) -> None:
+        self.fetch_seconds.observe(fetch_ms / 1000)
+        self.fetch_bytes.observe(size)
 
 
 class MetricsMiddleware(HttpMiddleware):

@@ -1,10 +1,13 @@
-"""The CPU-bound middle of a request: decode -> model.
+"""The CPU-bound middle of every answer: decode -> model, called *inference* throughout.
 
-``run_model`` does both in one worker-thread hop (the CLI and TFLite models). ``process`` is what
-the API awaits: the same hop, or, for a model with a micro-batcher, the decode in a worker thread
-and the model call in the batcher's, awaited without holding a worker. ``score_files`` is the
-same decode -> model for photos on disk (classify, evaluate, build-index, train-head): batches
-spread over worker threads, a photo that will not decode reported rather than fatal.
+``infer_now`` does both in the calling thread (a worker thread). ``infer`` is what the server
+awaits: the same in one worker-thread hop, or, for a model with a micro-batcher, the decode in a
+worker thread and the model call in the batcher's, awaited without holding a worker.
+``infer_files`` is the same for photos on disk (classify FOLDER, evaluate, build-index,
+train-head): batches spread over worker threads, a photo that will not decode reported rather
+than fatal.
+
+A model's output is *probabilities* for a classifier and *features* for an embedder.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from app.models.runner import InferenceRunner
 
 
 @dataclass(frozen=True, slots=True)
-class ModelOutput:
+class Inference:
     image: DecodedImage
-    scores: npt.NDArray[np.float32]  # [D]: class probabilities or features
+    output: npt.NDArray[np.float32]  # [D]: probabilities (classifier) or features (embedder)
     decode_ms: float
     infer_ms: float
 
@@ -41,31 +44,31 @@ def _decode(
     return image, (time.perf_counter() - started) * 1000
 
 
-def run_model(model: LoadedModel, data: bytes, max_pixels: int) -> ModelOutput:
+def infer_now(model: LoadedModel, data: bytes, max_pixels: int) -> Inference:
     image, decode_ms = _decode(model, data, max_pixels)
     started = time.perf_counter()
-    scores = model.scores(image.pixels[np.newaxis])[0]
-    return ModelOutput(image, scores, decode_ms, (time.perf_counter() - started) * 1000)
+    output = model.predict(image.pixels[np.newaxis])[0]
+    return Inference(image, output, decode_ms, (time.perf_counter() - started) * 1000)
 
 
-async def process(runner: InferenceRunner, model: LoadedModel, data: bytes, max_pixels: int) -> ModelOutput:
+async def infer(runner: InferenceRunner, model: LoadedModel, data: bytes, max_pixels: int) -> Inference:
     batcher = model.batcher
     if batcher is None:
-        return await runner.run(run_model, model, data, max_pixels)
+        return await runner.run(infer_now, model, data, max_pixels)
     image, decode_ms = await runner.run(_decode, model, data, max_pixels)
     started = time.perf_counter()
-    scores = await asyncio.wrap_future(batcher.submit(image.pixels))
-    return ModelOutput(image, scores, decode_ms, (time.perf_counter() - started) * 1000)
+    output = await asyncio.wrap_future(batcher.submit(image.pixels))
+    return Inference(image, output, decode_ms, (time.perf_counter() - started) * 1000)
 
 
 @dataclass
-class Scored:
-    scores: npt.NDArray[np.float32]  # [N, D]; the rows of photos that failed are zero
+class FileInferences:
+    outputs: npt.NDArray[np.float32]  # [N, D]; the rows of photos that failed are zero
     ok: npt.NDArray[np.bool_]  # [N]
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def score_files(
+def infer_files(
     model: LoadedModel,
     paths: list[Path],
     *,
@@ -74,13 +77,13 @@ def score_files(
     batch_size: int = 16,
     transform: Transform | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> Scored:
+) -> FileInferences:
     """Each worker decodes a batch of photos and calls the model once on them (a SavedModel
     gains from the batch; a TFLite model runs them on that worker's own interpreter)."""
-    dim = model.num_outputs
+    dim = model.output_dim
     if dim is None:
         raise ValueError(f"model {model.spec.name} is not loaded")
-    result = Scored(np.zeros((len(paths), dim), np.float32), np.zeros(len(paths), bool))
+    result = FileInferences(np.zeros((len(paths), dim), np.float32), np.zeros(len(paths), bool))
 
     def run_batch(start: int) -> list[str | None]:
         errors: list[str | None] = []
@@ -93,7 +96,7 @@ def score_files(
             except (ServiceError, OSError) as exc:
                 errors.append(getattr(exc, "message", None) or str(exc))
         if pixels:
-            result.scores[rows] = model.scores(np.stack(pixels))
+            result.outputs[rows] = model.predict(np.stack(pixels))
             result.ok[rows] = True
         return errors
 

@@ -24,16 +24,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from app.core import InputSpec, Label, l2_normalize
 from app.index.artifacts import (
     EmbedderIdentity,
     IndexManifest,
-    Label,
     SpeciesIndex,
-    l2_normalize,
     new_faiss_index,
 )
 from app.index.vote import vote
-from app.models.manifest import InputSpec
 
 
 def rss_mib() -> float:

@@ -12,6 +12,15 @@ driven over loopback at concurrency 1, 4 and 16, by upload and by URL (a local s
 with real photos (../shared samples + Leeds) and with 12 MP JPEGs. Then micro-batching on an
 InceptionV3-sized SavedModel (random weights), batch 1 vs BATCH_MAX_SIZE=16, at concurrency 16.
 The load generator runs on the same 2 cores as the servers: every figure pays for it equally.
+
+    .venv/bin/python benchmarks/serving.py --baseline main   # before/after for a refactor
+
+With ``--baseline REV`` it runs only a regression check instead: (c) from a detached git worktree of
+REV (before) and (c) from this working tree, uncommitted edits included (after), both up at once,
+driven in turns (before, after, after, before, ...: drift and noise hit both sides equally) at
+concurrency 16 with the real photos, by upload and by URL; per input mode it prints img/s per round,
+each side's median and after/before, PASS when that is at least ``--min-ratio`` (exit status 1 if
+not).
 """
 
 from __future__ import annotations
@@ -21,13 +30,16 @@ import asyncio
 import functools
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,14 +66,14 @@ def rss_mib(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log.open("wb")
         started = time.monotonic()
         self.proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=cwd, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         ready = "/health/ready" if "app.main:app" in command else "/docs"
         while True:
@@ -165,18 +177,20 @@ async def drive(url: str, route: str, payloads: list[tuple[str, bytes | str]], c
 
 
 def in_process(photos: list[bytes], workers: int, total: int) -> tuple[float, float, float]:
-    """(a): the service's run_model on `workers` threads, no HTTP."""
+    """(a): the service's infer_now (decode -> model) on `workers` threads, no HTTP."""
     from app.models.registry import open_registry
-    from app.pipeline import run_model
-    from app.settings import Settings
+    from app.pipeline import infer_now
+    from app.settings import ImageSettings, ModelSettings
 
-    settings = Settings(models_manifest=BIRDS_MANIFEST, inference_workers=workers)
-    registry = open_registry(settings, only="aiy_birds_v1")
-    model = registry.get("aiy_birds_v1")
+    max_pixels = ImageSettings().max_pixels
+    registry = open_registry(
+        ModelSettings(manifest=BIRDS_MANIFEST, inference_workers=workers), only="aiy_birds_v1"
+    )
+    model = registry.get_ready("aiy_birds_v1")
 
     def one(i: int) -> float:
         started = time.perf_counter()
-        run_model(model, photos[i % len(photos)], settings.max_image_pixels)
+        infer_now(model, photos[i % len(photos)], max_pixels)
         return time.perf_counter() - started
 
     with ThreadPoolExecutor(workers) as pool:
@@ -199,10 +213,20 @@ def write_birds_manifest() -> None:
     )
 
 
-def photo_sets(work: Path) -> dict[str, list[Path]]:
+def real_photos() -> list[Path]:
     real = sorted((SHARED / "samples").glob("*.*"))
     real = [p for p in real if p.suffix.lower() in (".jpg", ".bmp", ".png")]
-    real += sorted((SHARED / "datasets" / "leedsbutterfly" / "images").glob("*.jpg"))[::10]
+    return real + sorted((SHARED / "datasets" / "leedsbutterfly" / "images").glob("*.jpg"))[::10]
+
+
+def service_env(work: Path) -> dict[str, str]:
+    """The environment of (c), this service, in every section."""
+    return {"MODELS_MANIFEST": str(BIRDS_MANIFEST), "ALLOW_PRIVATE_NETWORKS": "true", "MAX_QUEUE": "256",
+            "GBIF_CACHE_PATH": str(work / "gbif.sqlite"), "INDEX_DIR": str(work / "index")}  # fmt: skip
+
+
+def photo_sets(work: Path) -> dict[str, list[Path]]:
+    real = real_photos()
     big_dir = work / "12mp"
     big_dir.mkdir(exist_ok=True)
     big = []
@@ -244,12 +268,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=160, help="per cell, real photos")
     parser.add_argument("--big-requests", type=int, default=32, help="per cell, 12 MP JPEGs")
     parser.add_argument("--skip-batching", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="only compare (c) at git REV with this tree")
+    parser.add_argument("--rounds", type=int, default=5, help="--baseline: runs per side and input mode")
+    parser.add_argument("--min-ratio", type=float, default=0.97, help="--baseline: PASS at or above")
     args = parser.parse_args()
     if not (BIRDS / "model.tflite").exists():
         sys.exit(f"{BIRDS} not found: this benchmark needs ../shared")
-    from app.settings import Settings
+    if args.baseline:
+        sys.exit(compare_with(args.baseline, args.rounds, args.requests, args.min_ratio))
+    from app.settings import ModelSettings
 
-    workers = Settings().inference_workers  # (a) gets the service's own default
+    workers = ModelSettings().inference_workers  # (a) gets the service's own default
     work = Path(tempfile.mkdtemp(prefix="species-bench-"))
     write_birds_manifest()
     sets = photo_sets(work)
@@ -258,11 +287,7 @@ def main() -> None:
           + ", ".join(f"{len(v)} {k}" for k, v in sets.items()))  # fmt: skip
 
     uvicorn = [sys.executable, "-m", "uvicorn"]
-    service = Server([*uvicorn, "app.main:app"],
-                     {"MODELS_MANIFEST": str(BIRDS_MANIFEST), "ALLOW_PRIVATE_NETWORKS": "true",
-                      "MAX_QUEUE": "256", "GBIF_CACHE_PATH": str(work / "gbif.sqlite"),
-                      "INDEX_DIR": str(work / "index")},
-                     work / "service.log")  # fmt: skip
+    service = Server([*uvicorn, "app.main:app"], service_env(work), work / "service.log")
     naive = Server([*uvicorn, "benchmarks.naive_app:app"], {"NAIVE_MODEL": str(BIRDS / "model.tflite")},
                    work / "naive.log")  # fmt: skip
     print(f"service ready in {service.startup_s:.2f} s (process start to /health/ready 200)")
@@ -336,6 +361,101 @@ def main() -> None:
     ceiling = model_level(model)
     print(f"  the model alone, same process, batch 1 vs 16: {ceiling[0]:.1f} vs {ceiling[1]:.1f} img/s "
           f"= {ceiling[1] / ceiling[0]:.2f}x: the most batching can give on this CPU")  # fmt: skip
+
+
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A detached git worktree of ``rev`` in a temporary folder, removed again on the way out."""
+    path = Path(tempfile.mkdtemp(prefix="species-baseline-"))
+    try:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--quiet", "--detach", str(path), rev],
+                       check=True)  # fmt: skip
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def imported_from(root: Path, env: dict[str, str]) -> Path:
+    """Where ``import app`` resolves with this cwd and environment (the servers' own)."""
+    out = subprocess.run([sys.executable, "-c", "import app; print(app.__file__)"], cwd=root,
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)  # fmt: skip
+    path = Path(out.stdout.strip())
+    if not path.is_relative_to(root):
+        raise RuntimeError(f"app imports from {path}, not from {root}")
+    return path
+
+
+def compare_with(rev: str, rounds: int, total: int, min_ratio: float) -> int:
+    """(c) at ``rev`` (before) vs (c) from this working tree (after); 0 when every ratio passes."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "app"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="species-bench-"))
+    write_birds_manifest()
+    photos = real_photos()
+    www = work / "www"
+    www.mkdir()
+    for p in photos:
+        (www / p.name).write_bytes(p.read_bytes())
+    data = [p.read_bytes() for p in photos]
+    inputs: dict[str, list[tuple[str, bytes | str]]] = {
+        "upload": [(p.name, d) for p, d in zip(photos, data, strict=True)]
+    }
+    static, static_url = static_server(www)
+    inputs["url"] = [(p.name, f"{static_url}/{p.name}") for p in photos]
+    uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app"]
+    servers: dict[str, Server] = {}
+    rates: dict[tuple[str, str], list[float]] = {(s, m): [] for s in ("before", "after") for m in inputs}
+    errors = 0
+    started = time.monotonic()
+    try:
+        with worktree(commit) as tree:
+            roots = {"before": tree, "after": REPO}
+            print(f"before: {rev} = {commit[:12]} (worktree {tree})")
+            print(f"after:  this working tree, HEAD {head}"
+                  + (", with uncommitted changes under app/" if dirty else ", app/ clean"))  # fmt: skip
+            for side, root in roots.items():
+                (work / side).mkdir()
+                env = {**service_env(work / side), "PYTHONPATH": str(root)}
+                print(f"  {side:<6} imports app from {imported_from(root, env)}")
+                servers[side] = Server(uvicorn, env, work / f"{side}.log", cwd=root)
+                print(f"  {side:<6} ready in {servers[side].startup_s:.2f} s")
+            print(f"{os.cpu_count()} CPUs; {len(photos)} real photos; {rounds} rounds of {total} requests "
+                  "per side and input mode at concurrency 16, after a warm-up run each")  # fmt: skip
+            for mode, payloads in inputs.items():
+                for side in roots:
+                    asyncio.run(drive(servers[side].url, "/bird_url", payloads, 16, min(total, 64)))
+                for i in range(rounds):
+                    order = ("before", "after") if i % 2 == 0 else ("after", "before")
+                    for side in order:
+                        measured = asyncio.run(drive(servers[side].url, "/bird_url", payloads, 16, total))
+                        rates[side, mode].append(measured[0])
+                        errors += measured[3]
+    finally:
+        for server in servers.values():
+            server.stop()
+        static.shutdown()
+
+    failed = errors > 0
+    print(f"\n{'input':<7} {'round':>6} | {'before img/s':>12} | {'after img/s':>11} | after/before")
+    for mode in inputs:
+        before, after = rates["before", mode], rates["after", mode]
+        for i, (b, a) in enumerate(zip(before, after, strict=True), 1):
+            print(f"{mode:<7} {i:>6} | {b:12.1f} | {a:11.1f} | {a / b:12.3f}")
+        ratio = float(np.median(after) / np.median(before))
+        paired = float(np.median(np.array(after) / np.array(before)))  # each round's two runs are adjacent
+        failed |= ratio < min_ratio
+        verdict = "PASS" if ratio >= min_ratio else "FAIL"
+        print(f"{mode:<7} {'median':>6} | {np.median(before):12.1f} | {np.median(after):11.1f} | "
+              f"{ratio:12.3f}  {verdict} (>= {min_ratio}); rounds' median {paired:.3f}")  # fmt: skip
+    if errors:
+        print(f"FAIL: {errors} requests did not answer 200 (logs in {work})")
+    print(f"took {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
 
 
 def model_level(path: Path) -> tuple[float, float]:

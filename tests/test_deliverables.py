@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import HAS_SHARED, MODELS, SHARED, plants_entry, write_manifest
+from tests.support.manifests import plants_entry, write_manifest
 from tests.support.server import REPO, ServiceProcess, free_port
+from tests.support.shared import HAS_SHARED, MODELS, SHARED
 
 BIN = Path(sys.executable).parent
 

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import HAS_SHARED, NO_SHARED, SHARED
 from tests.support.server import REPO
+from tests.support.shared import HAS_SHARED, NO_SHARED, SHARED
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]
 

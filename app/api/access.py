@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request, Response
 
 from app.errors import Forbidden, RateLimited, Unauthorized
-from app.settings import Settings
+from app.settings import SecuritySettings, Settings
 
 _MAX_TRACKED = 10_000  # buckets kept; the least recently seen are forgotten first
 
@@ -74,7 +74,7 @@ def _key_id(settings: Settings, presented: str | None) -> str | None:
         return None
     given = presented.encode()
     found = None
-    for position, key in enumerate(settings.api_keys):
+    for position, key in enumerate(settings.security.api_keys):
         if secrets.compare_digest(given, key.get_secret_value().encode()):
             found = f"key-{position}"
     return found
@@ -86,7 +86,7 @@ async def require_access(
     x_api_key: Annotated[str | None, Header(description="needed when the service has API_KEYS")] = None,
 ) -> None:
     settings: Settings = request.app.state.settings
-    if settings.api_keys:
+    if settings.security.api_keys:
         who = _key_id(settings, x_api_key)
         if who is None:
             raise Unauthorized(
@@ -108,7 +108,7 @@ async def require_access(
     }
     if not decision.allowed:
         raise RateLimited(
-            f"rate limit of {settings.rate_limit_per_minute} requests per minute reached; "
+            f"rate limit of {settings.security.rate_limit_per_minute} requests per minute reached; "
             f"retry in {decision.retry_after_s} s",
             detail={"retry_after_s": decision.retry_after_s},
             headers={**headers, "Retry-After": str(decision.retry_after_s)},
@@ -119,7 +119,7 @@ async def require_access(
 AccessDep = Depends(require_access)
 
 
-def require_admin(settings: Settings, authorization: str | None, what: str) -> None:
+def require_admin(settings: SecuritySettings, authorization: str | None, what: str) -> None:
     """Writes (index items, model reloads) need ``Authorization: Bearer <ADMIN_TOKEN>``; with no
     token configured they are off."""
     if settings.admin_token is None:

@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, File, Query, UploadFile
 
-from app.api.schemas import ImageInfo
 from app.errors import BadRequest, PayloadTooLarge
-from app.imaging.decode import DecodedImage
 from app.imaging.fetch import ImageFetcher, parse_url
-from app.settings import Settings
+from app.imaging.photo import Photo
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    data: bytes
-    kind: Literal["url", "upload"]
-    fetch_ms: float | None
-
-    def info(self, image: DecodedImage) -> ImageInfo:
-        return ImageInfo(
-            source=self.kind,
-            format=image.format,
-            width=image.width,
-            height=image.height,
-            bytes=len(self.data),
+async def read_upload(upload: UploadFile, cap: int, *, one_of_many: bool = False) -> Photo:
+    """``one_of_many``: messages name the file (several photos in one request)."""
+    data = await upload.read(cap + 1)
+    named = one_of_many and upload.filename
+    if len(data) > cap:
+        what = upload.filename if named else "the upload"
+        raise PayloadTooLarge(f"{what} is larger than {cap} bytes", detail={"max_bytes": cap})
+    if not data:
+        raise BadRequest(
+            f"{upload.filename} is empty" if named else "the uploaded file is empty", detail={"bytes": 0}
         )
+    return Photo(data=data, source="upload", name=upload.filename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +37,17 @@ class ImageInput:
     url: str | None
     upload: UploadFile | None
 
-    async def load(self, fetcher: ImageFetcher, settings: Settings) -> ImageSource:
+    async def load(self, fetcher: ImageFetcher, max_upload_bytes: int) -> Photo:
         if self.upload is not None:
-            cap = settings.max_upload_bytes
-            data = await self.upload.read(cap + 1)
-            if len(data) > cap:
-                raise PayloadTooLarge(f"the upload is larger than {cap} bytes", detail={"max_bytes": cap})
-            if not data:
-                raise BadRequest("the uploaded file is empty", detail={"bytes": 0})
-            return ImageSource(data=data, kind="upload", fetch_ms=None)
-
+            return await read_upload(self.upload, max_upload_bytes)
         assert self.url is not None
         started = time.perf_counter()
         fetched = await fetcher.fetch(self.url)
         if not fetched.data:
             raise BadRequest("img_url returned an empty body", detail={"bytes": 0})
-        return ImageSource(data=fetched.data, kind="url", fetch_ms=(time.perf_counter() - started) * 1000)
+        return Photo(
+            data=fetched.data, source="url", fetch_ms=(time.perf_counter() - started) * 1000, name=self.url
+        )
 
 
 async def _image_input(

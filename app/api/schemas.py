@@ -7,7 +7,39 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.enrich.taxonomy import Rollup, Taxon
+from app.api import examples
+
+
+class TaxonInfo(BaseModel):
+    """A GBIF backbone usage and its classification, in GBIF's own field names."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    usageKey: int
+    canonicalName: str | None = None
+    scientificName: str | None = None
+    rank: str | None = None
+    status: str | None = None
+    matchType: str | None = None
+    kingdom: str | None = None
+    phylum: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+    order: str | None = None
+    family: str | None = None
+    genus: str | None = None
+    kingdomKey: int | None = None
+    phylumKey: int | None = None
+    classKey: int | None = None
+    orderKey: int | None = None
+    familyKey: int | None = None
+    genusKey: int | None = None
+
+
+class RollupInfo(BaseModel):
+    rank: str = Field(description="genus, family, order, class, phylum or kingdom")
+    name: str
+    usageKey: int | None = Field(description="GBIF key of the taxon")
+    score: float = Field(ge=0.0, le=1.0, description="summed score of the species under it")
 
 
 class SpeciesResult(BaseModel):
@@ -16,14 +48,14 @@ class SpeciesResult(BaseModel):
     scientific_name: str
     common_name: str | None = Field(default=None, description="where the label files give one")
     score: float = Field(ge=0.0, le=1.0, description="the model's probability for this class")
-    taxonomy: Taxon | None = Field(
+    taxonomy: TaxonInfo | None = Field(
         default=None,
         description="GBIF backbone taxon, where the label map was linked (python -m app link-gbif)",
     )
 
 
 class ImageInfo(BaseModel):
-    source: Literal["url", "upload"]
+    source: Literal["url", "upload", "file"]
     format: str
     width: int = Field(description="pixels, after EXIF orientation")
     height: int
@@ -41,41 +73,7 @@ class Timings(BaseModel):
 class ClassificationResponse(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "aiy_birds_v1",
-                    "model_version": "3",
-                    "results": [
-                        {
-                            "rank": 1,
-                            "index": 659,
-                            "scientific_name": "Poecile atricapillus",
-                            "common_name": "Black-capped Chickadee",
-                            "score": 0.7188,
-                        },
-                        {
-                            "rank": 2,
-                            "index": 660,
-                            "scientific_name": "Poecile carolinensis",
-                            "common_name": "Carolina Chickadee",
-                            "score": 0.0781,
-                        },
-                    ],
-                    "no_match": False,
-                    "no_match_reason": None,
-                    "background_score": 0.0,
-                    "image": {
-                        "source": "url",
-                        "format": "JPEG",
-                        "width": 1024,
-                        "height": 768,
-                        "bytes": 181240,
-                    },
-                    "timings_ms": {"fetch_ms": 35.2, "decode_ms": 6.1, "infer_ms": 2.4, "total_ms": 44.8},
-                }
-            ]
-        },
+        json_schema_extra={"examples": examples.CLASSIFICATION},
     )
 
     model: str = Field(description="manifest name of the model that answered")
@@ -89,7 +87,7 @@ class ClassificationResponse(BaseModel):
     background_score: float | None = Field(
         default=None, description="probability of the background class, for models that have one"
     )
-    rollup: Rollup | None = Field(
+    rollup: RollupInfo | None = Field(
         default=None,
         description="when no species reaches ROLLUP_THRESHOLD: the deepest taxon whose species' scores "
         "sum to it (needs a linked taxonomy)",
@@ -117,47 +115,14 @@ class IndexInfo(BaseModel):
 
 class LookupResponse(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "index": {
-                        "version": "v-20261121T203000Z-1a2b3c",
-                        "embedder": "aiy_insects_features",
-                        "n_vectors": 250,
-                        "n_species": 10,
-                        "index_type": "flat",
-                        "dim": 128,
-                        "created_at": "2026-11-21T20:30:00Z",
-                    },
-                    "results": [
-                        {
-                            "rank": 1,
-                            "index": 3,
-                            "scientific_name": "Danaus plexippus",
-                            "common_name": "Monarch",
-                            "score": 0.93,
-                            "neighbours": 18,
-                            "similarity": 0.91,
-                        }
-                    ],
-                    "no_match": False,
-                    "image": {
-                        "source": "upload",
-                        "format": "JPEG",
-                        "width": 800,
-                        "height": 600,
-                        "bytes": 91234,
-                    },
-                    "timings_ms": {"decode_ms": 6.1, "infer_ms": 4.0, "search_ms": 0.2, "total_ms": 10.5},
-                }
-            ]
-        },
+        json_schema_extra={"examples": examples.LOOKUP},
     )
 
     index: IndexInfo
     results: list[LookupResult] = Field(description="best first")
     no_match: bool = Field(description="true when the best species' score is under MIN_SCORE")
-    rollup: Rollup | None = Field(default=None, description="as for the classifiers")
+    no_match_reason: Literal["empty_index", "low_confidence"] | None = None
+    rollup: RollupInfo | None = Field(default=None, description="as for the classifiers")
     image: ImageInfo
     timings_ms: Timings
 
@@ -169,32 +134,12 @@ class IndexItemsResponse(BaseModel):
     index: IndexInfo
 
 
-class GbifMatch(Taxon):
+class GbifMatch(TaxonInfo):
     """GBIF's species match: the taxon (GBIF's own field names) and how it matched, plus whether
     to trust it blindly."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "usageKey": 5231190,
-                    "scientificName": "Passer domesticus (Linnaeus, 1758)",
-                    "canonicalName": "Passer domesticus",
-                    "rank": "SPECIES",
-                    "status": "ACCEPTED",
-                    "confidence": 99,
-                    "matchType": "EXACT",
-                    "kingdom": "Animalia",
-                    "genus": "Passer",
-                    "species": "Passer domesticus",
-                    "speciesKey": 5231190,
-                    "synonym": False,
-                    "flagged": False,
-                    "flag_reason": None,
-                    "cache": "miss",
-                }
-            ]
-        },
+        json_schema_extra={"examples": examples.GBIF_MATCH},
     )
 
     matchType: str = Field(description="EXACT, FUZZY or HIGHERRANK (NONE is answered with 404)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -18,7 +20,7 @@ import httpx
 
 from app.enrich.cache import ResponseCache
 from app.errors import UpstreamError, UpstreamTimeout
-from app.settings import Settings
+from app.settings import GbifSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +34,33 @@ class GbifAnswer:
     cache: CacheState
 
 
+def build_http_client(
+    settings: GbifSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client a ``GbifClient`` is handed: GBIF's base URL, its timeouts, no proxies
+    from the environment."""
+    return httpx.AsyncClient(
+        base_url=settings.api_url.rstrip("/") + "/",
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=settings.total_timeout,
+        ),
+        headers={"User-Agent": settings.user_agent, "Accept": "application/json"},
+        transport=transport,
+        trust_env=False,
+    )
+
+
 class GbifClient:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    """Owns neither its HTTP client nor its cache: whoever built them closes them."""
+
+    def __init__(self, http: httpx.AsyncClient, cache: ResponseCache, settings: GbifSettings) -> None:
         self._settings = settings
-        self._client = httpx.AsyncClient(
-            base_url=str(settings.gbif_api_url).rstrip("/") + "/",
-            timeout=httpx.Timeout(
-                connect=settings.gbif_connect_timeout,
-                read=settings.gbif_read_timeout,
-                write=settings.gbif_read_timeout,
-                pool=settings.gbif_total_timeout,
-            ),
-            headers={"User-Agent": settings.fetch_user_agent, "Accept": "application/json"},
-            transport=transport,
-            trust_env=False,
-        )
-        self._slots = asyncio.Semaphore(settings.gbif_max_concurrency)
-        self._cache = ResponseCache(settings.gbif_cache_path)
-        self.upstream_calls = 0
+        self._client = http
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._cache = cache
 
     async def match(
         self,
@@ -68,7 +79,7 @@ class GbifClient:
         }
         key = "species/match?" + urlencode(sorted(query.items()))
         cached = await asyncio.to_thread(self._cache.get, key)
-        if cached is not None and cached.age_s < self._settings.gbif_cache_ttl_s:
+        if cached is not None and cached.age_s < self._settings.cache_ttl_s:
             return GbifAnswer(cached.payload, "hit")
         try:
             payload = await self._get("species/match", query)
@@ -81,36 +92,41 @@ class GbifClient:
         return GbifAnswer(payload, "miss")
 
     async def _get(self, path: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One lookup holds one of the GBIF_MAX_CONCURRENCY slots for all its attempts (so its
+        backoffs ease the pressure on GBIF too); its deadline runs from when it got the slot:
+        waiting behind this process's own queue is not GBIF being slow (link-gbif queues
+        hundreds of names)."""
         settings = self._settings
+        await self._slots.acquire()
         try:
-            async with asyncio.timeout(settings.gbif_total_timeout):
+            async with asyncio.timeout(settings.total_timeout):
                 attempt = 0
                 while True:
                     outcome, wait = await self._attempt(path, query)
                     if isinstance(outcome, dict):
                         return outcome
-                    if attempt >= settings.gbif_retries or wait is None:
+                    if attempt >= settings.retries or wait is None:
                         raise outcome
-                    await asyncio.sleep(min(wait or settings.gbif_backoff * 2**attempt, 10.0))
+                    await asyncio.sleep(min(wait or settings.backoff * 2**attempt, 10.0))
                     attempt += 1
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"GBIF did not answer within {settings.gbif_total_timeout:g} s (retries included)",
+                f"GBIF did not answer within {settings.total_timeout:g} s (retries included)",
                 detail={"upstream": "gbif"},
             ) from exc
+        finally:
+            self._slots.release()
 
     async def _attempt(
         self, path: str, query: dict[str, Any]
     ) -> tuple[dict[str, Any] | UpstreamError | UpstreamTimeout, float | None]:
         """One call: (the JSON, None) or (the error, seconds to wait before a retry; None = final)."""
-        async with self._slots:
-            self.upstream_calls += 1
-            try:
-                response = await self._client.get(path, params=query)
-            except httpx.TimeoutException:
-                return UpstreamTimeout("GBIF timed out", detail={"upstream": "gbif"}), 0.0
-            except httpx.TransportError as exc:
-                return UpstreamError(f"GBIF is unreachable: {exc}", detail={"upstream": "gbif"}), 0.0
+        try:
+            response = await self._client.get(path, params=query)
+        except httpx.TimeoutException:
+            return UpstreamTimeout("GBIF timed out", detail={"upstream": "gbif"}), 0.0
+        except httpx.TransportError as exc:
+            return UpstreamError(f"GBIF is unreachable: {exc}", detail={"upstream": "gbif"}), 0.0
         status = response.status_code
         if status == 200:
             try:
@@ -129,6 +145,14 @@ class GbifClient:
         retry_after = response.headers.get("retry-after", "")
         return error, float(retry_after) if retry_after.isdigit() else 0.0
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-        self._cache.close()
+
+@asynccontextmanager
+async def open_gbif(settings: GbifSettings) -> AsyncIterator[GbifClient]:
+    """A client with its own HTTP client and cache, both closed on exit (the server's lifespan
+    and the CLI open GBIF the same way)."""
+    cache = ResponseCache(settings.cache_path)
+    try:
+        async with build_http_client(settings) as http:
+            yield GbifClient(http, cache, settings)
+    finally:
+        cache.close()

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.core.types import InputSpec
 from app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
-from app.models.manifest import InputSpec
 
 # Openers Pillow may use. The JPEG opener also yields MPO (what many phone cameras write:
 # a JPEG with extra frames), so MPO needs no entry of its own.
@@ -83,17 +83,7 @@ def decode(
 
     ``transform`` (training-time augmentation: a flip, a crop) sees the upright RGB photo before
     the resize to the model's input."""
-    claimed = sniff_format(data)
-    if claimed is None:
-        raise UnsupportedMediaType(
-            "the data is not an image: send JPEG, PNG, WebP, BMP or GIF",
-            detail={"bytes": len(data)},
-        )
-    if claimed == "HEIF":
-        raise UnsupportedMediaType(
-            "HEIC/HEIF/AVIF photos are not supported: send JPEG, PNG, WebP, BMP or GIF",
-            detail={"format": "HEIF"},
-        )
+    claimed = _claimed_format(data)
     # Pillow registers the WebP opener only on full init; open(formats=...) does not trigger it.
     Image.init()
     try:
@@ -134,8 +124,28 @@ def decode(
             f"the {claimed} image is corrupt or truncated: {exc}", detail={"format": claimed}
         ) from exc
 
+    return DecodedImage(pixels=_to_input(resized, spec), format=fmt, width=original[0], height=original[1])
+
+
+def _claimed_format(data: bytes) -> str:
+    """What the first bytes say the file is; 415 when it is no photo format we read."""
+    claimed = sniff_format(data)
+    if claimed is None:
+        raise UnsupportedMediaType(
+            "the data is not an image: send JPEG, PNG, WebP, BMP or GIF",
+            detail={"bytes": len(data)},
+        )
+    if claimed == "HEIF":
+        raise UnsupportedMediaType(
+            "HEIC/HEIF/AVIF photos are not supported: send JPEG, PNG, WebP, BMP or GIF",
+            detail={"format": "HEIF"},
+        )
+    return claimed
+
+
+def _to_input(resized: Image.Image, spec: InputSpec) -> npt.NDArray[np.generic]:
     pixels: npt.NDArray[np.generic] = np.asarray(resized, dtype=np.uint8)
     if spec.dtype == "float32":
         low, high = spec.range
         pixels = pixels.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
-    return DecodedImage(pixels=pixels, format=fmt, width=original[0], height=original[1])
+    return pixels

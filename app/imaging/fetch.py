@@ -22,7 +22,7 @@ from app.errors import (
     UpstreamTimeout,
 )
 from app.imaging.address_guard import CheckedTransport, HostPolicy
-from app.settings import Settings
+from app.settings import FetchSettings
 
 MAX_URL_LENGTH = 2048
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -59,24 +59,24 @@ def parse_url(raw: str) -> httpx.URL:
 
 
 class ImageFetcher:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: httpx.AsyncClient, settings: FetchSettings) -> None:
         self._client = client
         self._settings = settings
-        self._policy = HostPolicy(settings.allow_private_networks, settings.fetch_allowed_hosts)
+        self._policy = HostPolicy(settings.allow_private_networks, settings.allowed_hosts)
 
     async def fetch(self, raw_url: str) -> FetchedImage:
         url = parse_url(raw_url)
         try:
-            async with asyncio.timeout(self._settings.fetch_total_timeout):
+            async with asyncio.timeout(self._settings.total_timeout):
                 return await self._follow(url)
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"the image host did not deliver within {self._settings.fetch_total_timeout:g}s",
+                f"the image host did not deliver within {self._settings.total_timeout:g}s",
                 detail={"host": url.host},
             ) from exc
 
     async def _follow(self, url: httpx.URL) -> FetchedImage:
-        for _ in range(self._settings.fetch_max_redirects + 1):
+        for _ in range(self._settings.max_redirects + 1):
             self._policy.check_name(url.host)  # addresses are checked when connecting
             try:
                 async with self._client.stream("GET", url) as response:
@@ -94,9 +94,7 @@ class ImageFetcher:
                     f"could not fetch the image from {url.host!r}: {type(exc).__name__}",
                     detail={"host": url.host},
                 ) from exc
-        raise UpstreamError(
-            f"more than {self._settings.fetch_max_redirects} redirects", detail={"host": url.host}
-        )
+        raise UpstreamError(f"more than {self._settings.max_redirects} redirects", detail={"host": url.host})
 
     async def _read(self, url: httpx.URL, response: httpx.Response) -> FetchedImage:
         if response.status_code != 200:
@@ -127,18 +125,18 @@ class ImageFetcher:
         return FetchedImage(data=b"".join(chunks), content_type=content_type, url=str(url))
 
 
-def build_client(settings: Settings) -> httpx.AsyncClient:
+def build_client(settings: FetchSettings) -> httpx.AsyncClient:
     timeout = httpx.Timeout(
-        connect=settings.fetch_connect_timeout,
-        read=settings.fetch_read_timeout,
-        write=settings.fetch_read_timeout,
-        pool=settings.fetch_connect_timeout,
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.connect_timeout,
     )
-    policy = HostPolicy(settings.allow_private_networks, settings.fetch_allowed_hosts)
+    policy = HostPolicy(settings.allow_private_networks, settings.allowed_hosts)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,  # each hop is checked by ImageFetcher
         transport=CheckedTransport(policy, httpx.Limits(max_connections=100, max_keepalive_connections=20)),
-        headers={"User-Agent": settings.fetch_user_agent, "Accept": "image/*"},
+        headers={"User-Agent": settings.user_agent, "Accept": "image/*"},
         trust_env=False,  # a proxy from the environment would bypass the address check
     )

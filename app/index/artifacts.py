@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from app.core import InputSpec, Label, l2_normalize
 from app.index.pca import PCA
-from app.models.manifest import InputSpec
 
 FORMAT_VERSION = 1
 # Exact search up to here (~10 ms per query at 100k x 128 on 2 cores); HNSW beyond.
@@ -64,11 +64,6 @@ class EmbedderIdentity(BaseModel):
         ]
 
 
-class Label(BaseModel):
-    scientific_name: str
-    common_name: str | None = None
-
-
 class IndexManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,11 +78,6 @@ class IndexManifest(BaseModel):
     index_type: Literal["flat", "hnsw"]
     n_vectors: int
     n_species: int
-
-
-def l2_normalize(vectors: Vectors) -> Vectors:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def new_faiss_index(dim: int, expected_size: int) -> tuple[faiss.Index, Literal["flat", "hnsw"]]:

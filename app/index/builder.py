@@ -11,18 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core import Label, l2_normalize
 from app.index.artifacts import (
     IndexDir,
-    IndexLoadError,
     IndexManifest,
-    Label,
     SpeciesIndex,
-    l2_normalize,
     new_faiss_index,
     new_version_name,
 )
-from app.index.embedding import Embedded, embed_paths, identity_of
+from app.index.embedding import Embedded, embed_paths
 from app.index.pca import fit_pca
+from app.index.publishing import add_photos, identity_of
 from app.index.species_folders import LabelledImage, labelled_images
 from app.models.registry import LoadedModel
 
@@ -97,7 +96,6 @@ def build_index(
     chunk_size: int = 256,
     workers: int = 2,
     work_dir: Path | None = None,
-    keep_work: bool = False,
     progress: bool = True,
     embed: EmbedFn | None = None,
 ) -> BuildReport:
@@ -134,7 +132,7 @@ def build_index(
     )
     with index_dir.writer_lock():
         index_dir.publish(SpeciesIndex(manifest, faiss_index, pca, labels, rows))
-    if not keep_work and work_dir is None:
+    if work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return BuildReport(
         manifest,
@@ -143,30 +141,6 @@ def build_index(
         resumed_chunks=embedded.resumed_chunks,
         explained_variance=float(pca.explained_variance_ratio.sum()) if pca is not None else None,
     )
-
-
-def check_embedder(species_index: SpeciesIndex, embedder: LoadedModel) -> None:
-    """Refuses an index whose vectors came from another model (or another tensor, or other
-    preprocessing) than the one that would embed the queries."""
-    mismatches = species_index.manifest.embedder.mismatches(identity_of(embedder))
-    if mismatches:
-        raise IndexLoadError(
-            f"index {species_index.manifest.version} was built with another embedder than this "
-            f"server's {embedder.spec.name} ({'; '.join(mismatches)}): rebuild it with "
-            f"`python -m app build-index --embedder {embedder.spec.name}`"
-        )
-
-
-def add_photos(
-    index_dir: IndexDir, embedder: LoadedModel, features: np.ndarray, labels: list[Label]
-) -> SpeciesIndex:
-    """Appends embedded photos to the current version and publishes the result. Callers hold
-    ``index_dir.writer_lock()`` so concurrent writers never lose each other's photos."""
-    current = index_dir.load()
-    check_embedder(current, embedder)
-    extended = current.extended(features, labels, new_version_name())
-    index_dir.publish(extended)
-    return extended
 
 
 def add_folder(

@@ -8,7 +8,6 @@ loads the finished chunks instead of embedding them again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +18,11 @@ from tqdm import tqdm
 
 from app.imaging.augment import AUGMENTATIONS
 from app.index.artifacts import EmbedderIdentity
+from app.index.publishing import identity_of
 from app.models.registry import LoadedModel
-from app.pipeline import score_files
+from app.pipeline import infer_files
 
 log = logging.getLogger(__name__)
-
-
-def identity_of(entry: LoadedModel) -> EmbedderIdentity:
-    if entry.num_outputs is None:
-        raise ValueError(f"embedder {entry.spec.name} is not loaded")
-    return EmbedderIdentity(
-        name=entry.spec.name,
-        sha256=entry.sha256,
-        handle=entry.spec.handle,
-        output_key=entry.spec.output_key,
-        input=entry.input_spec,
-        output_dim=entry.num_outputs,
-    )
 
 
 @dataclass
@@ -44,7 +31,6 @@ class Embedded:
     ok: npt.NDArray[np.bool_]  # [N]
     failures: list[tuple[Path, str]] = field(default_factory=list)
     resumed_chunks: int = 0
-    computed_chunks: int = 0
 
 
 def _chunk_key(identity: EmbedderIdentity, paths: list[Path], augment: str | None) -> str:
@@ -58,7 +44,7 @@ def _chunk_key(identity: EmbedderIdentity, paths: list[Path], augment: str | Non
 
 
 def embed_paths(
-    entry: LoadedModel,
+    embedder: LoadedModel,
     paths: list[Path],
     *,
     work_dir: Path,
@@ -69,13 +55,13 @@ def embed_paths(
     augment: str | None = None,
 ) -> Embedded:
     """``augment``: a name from ``AUGMENTATIONS``, applied to every photo before embedding."""
-    identity = identity_of(entry)
+    identity = identity_of(embedder)
     work_dir.mkdir(parents=True, exist_ok=True)
     features = np.zeros((len(paths), identity.output_dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     result = Embedded(features, ok)
 
-    bar = tqdm(total=len(paths), unit="photo", desc=f"embedding ({entry.spec.name})", disable=not progress)
+    bar = tqdm(total=len(paths), unit="photo", desc=f"embedding ({embedder.spec.name})", disable=not progress)
     for start in range(0, len(paths), chunk_size):
         chunk = paths[start : start + chunk_size]
         cached = work_dir / f"{start // chunk_size:06d}-{_chunk_key(identity, chunk, augment)}.npz"
@@ -85,32 +71,23 @@ def embed_paths(
             result.resumed_chunks += 1
             bar.update(len(chunk))
         else:
-            scored = score_files(
-                entry,
+            inferred = infer_files(
+                embedder,
                 chunk,
                 max_pixels=max_pixels,
                 workers=workers,
                 transform=AUGMENTATIONS[augment] if augment else None,
                 on_progress=bar.update,
             )
-            vectors, good = scored.scores, scored.ok
-            for path, error in scored.failures:
+            vectors, good = inferred.outputs, inferred.ok
+            for path, error in inferred.failures:
                 result.failures.append((path, error))
                 log.warning("skipped %s: %s", path, error)
             partial = cached.with_suffix(".partial")
             with partial.open("wb") as fh:
                 np.savez(fh, features=vectors, ok=good)
             partial.replace(cached)  # a chunk file is complete or absent
-            result.computed_chunks += 1
         features[start : start + len(chunk)] = vectors
         ok[start : start + len(chunk)] = good
     bar.close()
     return result
-
-
-def chunk_files(work_dir: Path) -> list[Path]:
-    return sorted(work_dir.glob("*.npz"))
-
-
-def describe_failures(failures: list[tuple[Path, str]]) -> str:
-    return json.dumps([{"path": str(p), "error": e} for p, e in failures], indent=2)

@@ -27,25 +27,25 @@ class EmbedBatches:
 
     def __init__(self, manifest: str, name: str, max_pixels: int) -> None:
         from app.models.registry import open_registry
-        from app.settings import Settings
+        from app.settings import ModelSettings
 
-        settings = Settings(models_manifest=Path(manifest), inference_workers=1)
+        settings = ModelSettings(manifest=Path(manifest), inference_workers=1)
         self._registry = open_registry(settings, only=name)
-        self._model = self._registry.get(name, task="embedder")
+        self._model = self._registry.get_ready(name, task="embedder")
         self._max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        from app.pipeline import score_files
+        from app.pipeline import infer_files
 
         paths = [Path(str(p)) for p in batch["path"]]
-        scored = score_files(
+        inferred = infer_files(
             self._model, paths, max_pixels=self._max_pixels, workers=1, batch_size=max(1, len(paths))
         )
-        errors = {str(path): error for path, error in scored.failures}
+        errors = {str(path): error for path, error in inferred.failures}
         return {
             "row": batch["row"],
-            "features": scored.scores,
-            "ok": scored.ok,
+            "features": inferred.outputs,
+            "ok": inferred.ok,
             "error": np.array([errors.get(str(p), "") for p in paths], dtype=object),
             "sha256": np.array([self._model.sha256 or ""] * len(paths), dtype=object),
         }
@@ -64,7 +64,7 @@ def embed_with_ray(
 ) -> Embedded:
     import ray
 
-    dim = embedder.num_outputs
+    dim = embedder.output_dim
     if dim is None:
         raise ValueError(f"embedder {embedder.spec.name} is not loaded")
     started_here = not ray.is_initialized()
@@ -103,7 +103,6 @@ def embed_with_ray(
             result.features[rows] = batch["features"]
             result.ok[rows] = batch["ok"]
             result.failures += [(paths[r], str(e)) for r, e in zip(rows, batch["error"], strict=True) if e]
-        result.computed_chunks = 1
     finally:
         if started_here:
             ray.shutdown()

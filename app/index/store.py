@@ -15,16 +15,15 @@ from typing import Literal
 
 import numpy as np
 
-from app.enrich.taxonomy import Taxon, load_taxonomy
+from app.core import Label
 from app.errors import IndexUnavailable, ServiceError
-from app.index.artifacts import IndexDir, IndexLoadError, Label, SpeciesIndex
-from app.index.builder import add_photos, check_embedder
+from app.index.artifacts import IndexDir, IndexLoadError, SpeciesIndex
+from app.index.publishing import add_photos, check_embedder
 from app.models.registry import LoadedModel, Registry
 
 log = logging.getLogger(__name__)
 
 IndexState = Literal["absent", "ready", "refused"]
-TAXONOMY_FILE = "gbif_taxonomy.jsonl"  # beside the versions: species keep their taxon across versions
 
 
 class IndexStore:
@@ -35,7 +34,6 @@ class IndexStore:
         self._index: SpeciesIndex | None = None
         self._embedder: LoadedModel | None = None
         self._seen: str | None = None  # the version last tried, loaded or refused
-        self.taxonomy: dict[str, Taxon] = {}  # INDEX_DIR/gbif_taxonomy.jsonl, from link-gbif --index
         self.state: IndexState = "absent"
         self.reason: str | None = f"no index in {directory}: build one with `python -m app build-index`"
 
@@ -43,7 +41,7 @@ class IndexStore:
         # A model reload swapped the embedder's entry (its file changed): the index must be
         # checked against the new one, and queries embedded by it.
         embedder = self._embedder
-        return embedder is not None and self._registry.entry(embedder.spec.name) is not embedder
+        return embedder is not None and self._registry.get_any(embedder.spec.name) is not embedder
 
     @property
     def stale(self) -> bool:
@@ -66,7 +64,7 @@ class IndexStore:
                 return
             try:
                 loaded = self.dir.load(version)
-                embedder = self._registry.get(loaded.manifest.embedder.name, task="embedder")
+                embedder = self._registry.get_ready(loaded.manifest.embedder.name, task="embedder")
                 check_embedder(loaded, embedder)
             except (IndexLoadError, ServiceError) as exc:
                 message = exc.message if isinstance(exc, ServiceError) else str(exc)
@@ -74,7 +72,6 @@ class IndexStore:
                 self._set(None, None, "refused", message)
                 return
             self._set(loaded, embedder, "ready", None)
-            self.taxonomy = load_taxonomy(self.taxonomy_path)
             log.info(
                 "index %s ready: %d photos of %d species, embedder %s",
                 version,
@@ -82,10 +79,6 @@ class IndexStore:
                 loaded.manifest.n_species,
                 embedder.spec.name,
             )
-
-    @property
-    def taxonomy_path(self) -> Path:
-        return self.dir.root / TAXONOMY_FILE
 
     def _set(
         self, index: SpeciesIndex | None, embedder: LoadedModel | None, state: IndexState, reason: str | None

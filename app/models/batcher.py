@@ -23,14 +23,14 @@ from app.errors import Overloaded
 log = logging.getLogger(__name__)
 
 Pixels = npt.NDArray[np.generic]
-Scores = npt.NDArray[np.float32]
+Outputs = npt.NDArray[np.float32]  # probabilities or features, one row per image
 
 
 class MicroBatcher:
     def __init__(
         self,
         name: str,
-        predict: Callable[[Pixels], Scores],
+        predict: Callable[[Pixels], Outputs],
         *,
         max_batch: int,
         max_wait_ms: float,
@@ -43,7 +43,7 @@ class MicroBatcher:
         self._max_wait = max_wait_ms / 1000
         self._max_queue = max_queue
         self.on_batch = on_batch
-        self._queue: queue.Queue[tuple[Pixels, Future[Scores]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Pixels, Future[Outputs]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -51,16 +51,16 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, pixels: Pixels) -> Future[Scores]:
+    def submit(self, pixels: Pixels) -> Future[Outputs]:
         if self._queue.qsize() >= self._max_queue:
             raise Overloaded(f"model {self.name} has {self._queue.qsize()} images waiting; retry shortly")
-        future: Future[Scores] = Future()
+        future: Future[Outputs] = Future()
         self._queue.put((pixels, future))
         return future
 
     def _gather(
-        self, first: tuple[Pixels, Future[Scores]]
-    ) -> tuple[list[tuple[Pixels, Future[Scores]]], bool]:
+        self, first: tuple[Pixels, Future[Outputs]]
+    ) -> tuple[list[tuple[Pixels, Future[Outputs]]], bool]:
         batch, stop = [first], False
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
@@ -90,12 +90,12 @@ class MicroBatcher:
             if live:
                 started = time.perf_counter()
                 try:
-                    scores = self._predict(np.stack([pixels for pixels, _ in live]))
+                    outputs = self._predict(np.stack([pixels for pixels, _ in live]))
                 except BaseException as exc:  # handed to every waiting request, never lost
                     for _, future in live:
                         future.set_exception(exc)
                 else:
-                    for row, (_, future) in zip(scores, live, strict=True):
+                    for row, (_, future) in zip(outputs, live, strict=True):
                         future.set_result(row)
                 if self.on_batch is not None:
                     self.on_batch(self.name, len(live), time.perf_counter() - started)

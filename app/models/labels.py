@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.types import Label
 
-@dataclass(frozen=True, slots=True)
-class Label:
-    scientific_name: str
-    common_name: str | None = None
+__all__ = ["Label", "load_labels"]
 
 
 def _split_common(line: str) -> tuple[str, str | None]:
@@ -31,7 +28,7 @@ def _read_csv(path: Path) -> list[Label]:
     for position, row in enumerate(rows):
         index = int(row["id"]) if row.get("id") not in (None, "") else position
         common = (row.get("common_name") or "").strip() or None
-        by_id[index] = Label(row["name"].strip(), common)
+        by_id[index] = Label(scientific_name=row["name"].strip(), common_name=common)
     if sorted(by_id) != list(range(len(by_id))):
         raise ValueError(f"{path}: ids must run 0..{len(by_id) - 1} without gaps")
     return [by_id[i] for i in range(len(by_id))]
@@ -45,7 +42,10 @@ def load_labels(labels: Path, common_names: Path | None = None) -> list[Label]:
     if labels.suffix.lower() == ".csv":
         result = _read_csv(labels)
     else:
-        result = [Label(*_split_common(line)) for line in _read_lines(labels)]
+        result = [
+            Label(scientific_name=name, common_name=common)
+            for name, common in map(_split_common, _read_lines(labels))
+        ]
     if common_names is not None:
         commons = [_split_common(line)[1] for line in _read_lines(common_names)]
         if len(commons) != len(result):
@@ -53,7 +53,7 @@ def load_labels(labels: Path, common_names: Path | None = None) -> list[Label]:
                 f"{common_names} has {len(commons)} lines but {labels} has {len(result)} classes"
             )
         result = [
-            Label(label.scientific_name, label.common_name or common)
+            Label(scientific_name=label.scientific_name, common_name=label.common_name or common)
             for label, common in zip(result, commons, strict=True)
         ]
     return result

@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import normalized_mutual_info_score
 
-from app.index.artifacts import l2_normalize
+from app.core.numeric import l2_normalize
 from app.training.plots import scatter_png
 
 

@@ -14,14 +14,13 @@ import html
 import io
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from app.training.predictions import Predictions
+from app.training.predictions import Predictions, write_predictions_csv
 
 OTHER = "(other)"  # a prediction outside the true classes
 WORST_SHOWN = 24
@@ -155,20 +154,6 @@ def write_report(report: EvaluationReport, predictions: Predictions, out: Path) 
     )
     files["mistakes"].write_text(mistakes_html(report), encoding="utf-8")
     return files
-
-
-def write_predictions_csv(predictions: Predictions, fh: TextIO) -> None:
-    """One row per photo and rank (``path,rank,scientific_name,score,error``); an unreadable
-    photo gets one row with its error. ``fh``: a file opened with ``newline=""``, or stdout."""
-    errors = {str(p): e for p, e in predictions.failures}
-    writer = csv.writer(fh)
-    writer.writerow(["path", "rank", "scientific_name", "score", "error"])
-    for photo, ranked in zip(predictions.paths, predictions.ranked, strict=True):
-        if ranked is None:
-            writer.writerow([photo, "", "", "", errors.get(str(photo), "unreadable")])
-            continue
-        for position, (name, score) in enumerate(zip(ranked.names, ranked.scores, strict=True), 1):
-            writer.writerow([photo, position, name, f"{score:.6f}", ""])
 
 
 def _thumbnail(path: str) -> str:

@@ -21,9 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
-from app.index.artifacts import EmbedderIdentity, l2_normalize
+from app.core.numeric import l2_normalize, softmax
+from app.index.artifacts import EmbedderIdentity
 from app.models.backends.head import HeadWeights, sidecar
-from app.models.registry import softmax
 
 HeadKind = Literal["logistic", "dense"]
 Array = npt.NDArray[np.float32]

@@ -1,21 +1,19 @@
-"""Photos -> ranked species names, from any of the three kinds of answer the service gives:
-a classifier (or a trained head) and the lookup index. Evaluation compares these with the truth."""
+"""Ranked species names per photo, whatever answered them (a classifier, a trained head, the
+lookup index): what evaluation compares with the truth and what ``classify FOLDER`` writes.
+No scikit-learn here: the lite image's CLI imports this."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
 
-from app.index.artifacts import SpeciesIndex
-from app.index.vote import query
 from app.models.registry import LoadedModel
-from app.pipeline import score_files
 from app.ranking import rank
-from app.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +31,12 @@ class Predictions:
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def ranked_from_scores(
-    scores: npt.NDArray[np.float32], names: list[str], *, background_index: int | None, top_k: int
+def ranked_from_probabilities(
+    probabilities: npt.NDArray[np.float32], names: list[str], *, background_index: int | None, top_k: int
 ) -> list[Ranked]:
     """Per row: the top_k species (never the background class)."""
     out = []
-    for row in scores:
+    for row in probabilities:
         ranking = rank(row, top_k=top_k, background_index=background_index, min_score=0.0)
         out.append(Ranked([names[i] for i in ranking.indices], ranking.scores))
     return out
@@ -49,62 +47,15 @@ def species_names(model: LoadedModel) -> list[str]:
     return [label.scientific_name for i, label in enumerate(model.labels) if i != background]
 
 
-def with_model(
-    model: LoadedModel,
-    paths: list[Path],
-    settings: Settings,
-    *,
-    top_k: int,
-    workers: int,
-    on_progress: Callable[[int], None] | None = None,
-) -> Predictions:
-    scored = score_files(
-        model, paths, max_pixels=settings.max_image_pixels, workers=workers, on_progress=on_progress
-    )
-    names = [label.scientific_name for label in model.labels]
-    rows = ranked_from_scores(scored.scores, names, background_index=model.spec.background_index, top_k=top_k)
-    return Predictions(
-        source=f"{model.spec.format} {model.spec.name}",
-        classes=species_names(model),
-        paths=paths,
-        ranked=[r if ok else None for r, ok in zip(rows, scored.ok, strict=True)],
-        failures=scored.failures,
-    )
-
-
-def with_index(
-    index: SpeciesIndex,
-    embedder: LoadedModel,
-    paths: list[Path],
-    settings: Settings,
-    *,
-    top_k: int,
-    workers: int,
-    on_progress: Callable[[int], None] | None = None,
-) -> Predictions:
-    """The same project -> k-NN -> vote as /img_url (with the server's settings), for every photo."""
-    scored = score_files(
-        embedder, paths, max_pixels=settings.max_image_pixels, workers=workers, on_progress=on_progress
-    )
-    ranked: list[Ranked | None] = [None] * len(paths)
-    good = np.flatnonzero(scored.ok)
-    if good.size:
-        per_photo = query(
-            index,
-            scored.scores[good],
-            neighbours=settings.index_neighbours,
-            ef_search=settings.index_ef_search,
-            temperature=settings.index_temperature,
-            top_k=top_k,
-        )
-        for i, votes in zip(good, per_photo, strict=True):
-            ranked[i] = Ranked(
-                [index.labels[v.label].scientific_name for v in votes], [v.score for v in votes]
-            )
-    return Predictions(
-        source=f"index {index.manifest.version} ({index.manifest.embedder.name})",
-        classes=[label.scientific_name for label in index.labels],
-        paths=paths,
-        ranked=ranked,
-        failures=scored.failures,
-    )
+def write_predictions_csv(predictions: Predictions, fh: TextIO) -> None:
+    """One row per photo and rank (``path,rank,scientific_name,score,error``); an unreadable
+    photo gets one row with its error. ``fh``: a file opened with ``newline=""``, or stdout."""
+    errors = {str(p): e for p, e in predictions.failures}
+    writer = csv.writer(fh)
+    writer.writerow(["path", "rank", "scientific_name", "score", "error"])
+    for photo, ranked in zip(predictions.paths, predictions.ranked, strict=True):
+        if ranked is None:
+            writer.writerow([photo, "", "", "", errors.get(str(photo), "unreadable")])
+            continue
+        for position, (name, score) in enumerate(zip(ranked.names, ranked.scores, strict=True), 1):
+            writer.writerow([photo, position, name, f"{score:.6f}", ""])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import service_env
+from tests.support.env import service_env
 from tests.support.images import encode, photo
 from tests.support.server import ServiceProcess
 

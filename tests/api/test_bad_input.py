@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import MAX_DOWNLOAD, MAX_UPLOAD
+from tests.support.env import MAX_DOWNLOAD, MAX_UPLOAD
 from tests.support.images import encode, photo, png_declaring
 from tests.support.server import free_port
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import HAS_SHARED, MODELS, NO_SHARED, SHARED
 from tests.support.reference import TFLiteReference, leeds, samples
+from tests.support.shared import HAS_SHARED, MODELS, NO_SHARED, SHARED
 
 pytestmark = pytest.mark.shared
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import embedder_entry, plants_entry, service_env, write_manifest
+from tests.support.env import service_env
 from tests.support.images import encode, photo
+from tests.support.manifests import embedder_entry, plants_entry, write_manifest
 from tests.support.models import build_embedder_savedmodel
 from tests.support.server import REPO, ServiceProcess
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import gbif_env
 from tests.fakes.gbif import FakeGbif
+from tests.support.env import gbif_env
 from tests.support.server import ServiceProcess
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import HAS_SHARED
+from tests.support.shared import HAS_SHARED
 
 
 def test_liveness(client):

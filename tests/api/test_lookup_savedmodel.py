@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from tests.conftest import embedder_entry, service_env, write_manifest
+from tests.support.env import service_env
 from tests.support.images import encode, photo
+from tests.support.manifests import embedder_entry, write_manifest
 from tests.support.models import build_embedder_savedmodel
 from tests.support.server import REPO, ServiceProcess
 

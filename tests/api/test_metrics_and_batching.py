@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import service_env
+from tests.support.env import service_env
 from tests.support.images import encode, photo
 from tests.support.server import ServiceProcess
 

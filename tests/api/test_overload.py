@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import service_env
+from tests.support.env import service_env
 from tests.support.images import encode, photo, png_declaring
 from tests.support.server import ServiceProcess
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import HAS_SHARED, SHARED
 from tests.support.images import encode, photo
 from tests.support.reference import savedmodel_probabilities
+from tests.support.shared import HAS_SHARED, SHARED
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import plants_entry, service_env, write_manifest
 from tests.fakes.image_host import ImageHost
+from tests.support.env import service_env
+from tests.support.manifests import plants_entry, write_manifest
 from tests.support.server import ServiceProcess
 
 

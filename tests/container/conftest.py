@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import HAS_SHARED, MODELS
 from tests.support.server import REPO
+from tests.support.shared import HAS_SHARED, MODELS
 
 SETUP = REPO / "tests" / "container" / "setup_podman.sh"
 LITE = "species-id:lite"  # the tag start_docker.sh and compose build: their builds reuse the cache

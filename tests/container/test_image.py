@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import MODELS, SHARED, plants_entry, write_manifest
 from tests.container.conftest import Podman, post_photo, world_readable_copy
 from tests.support.images import encode, photo
+from tests.support.manifests import plants_entry, write_manifest
 from tests.support.reference import savedmodel_probabilities
 from tests.support.server import REPO, free_port
+from tests.support.shared import MODELS, SHARED
 
 pytestmark = pytest.mark.container
 

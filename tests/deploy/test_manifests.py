@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import environment_variables
 from tests.support.server import REPO
 
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES = "1.30"
-SETTINGS = {name.upper() for name in Settings.model_fields}
+SETTINGS = set(environment_variables())
 UVICORN = {"FORWARDED_ALLOW_IPS"}  # read by uvicorn itself
 
 

@@ -14,19 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
-    BIRDS,
-    HAS_SHARED,
-    SHARED,
-    aiy_entry,
-    figure,
-    plants_entry,
-    service_env,
-    write_manifest,
-)
+from tests.support.env import service_env
+from tests.support.figures import figure
 from tests.support.images import encode, photo
+from tests.support.manifests import BIRDS, aiy_entry, plants_entry, write_manifest
 from tests.support.nginx import BINARY, SETUP, Nginx
 from tests.support.server import ServiceProcess
+from tests.support.shared import HAS_SHARED, SHARED
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from app.errors import URLNotAllowed
 from app.imaging import address_guard
 from app.imaging.fetch import ImageFetcher, build_client
-from app.settings import Settings
+from app.settings import FetchSettings
 
 
 class RebindingResolver:
@@ -26,7 +26,7 @@ class RebindingResolver:
         return [(2 if ":" not in a else 10, 1, 6, "", (a, port)) for a in answer]
 
 
-def fetch(settings: Settings, url: str):
+def fetch(settings: FetchSettings, url: str):
     async def run():
         client = build_client(settings)
         try:
@@ -42,7 +42,7 @@ def test_a_name_resolving_to_loopback_is_refused_without_a_connection(monkeypatc
     monkeypatch.setattr(address_guard.anyio, "getaddrinfo", resolver)
     before = sum(image_host.hits.values())
     with pytest.raises(URLNotAllowed, match="non-public"):
-        fetch(Settings(), f"http://photos.rebind.test:{image_host.port}/files/photo.jpg")
+        fetch(FetchSettings(), f"http://photos.rebind.test:{image_host.port}/files/photo.jpg")
     assert resolver.calls == 1 and sum(image_host.hits.values()) == before
 
 
@@ -51,7 +51,7 @@ def test_one_private_address_among_public_ones_is_enough_to_refuse(monkeypatch, 
         address_guard.anyio, "getaddrinfo", RebindingResolver([["93.184.216.34", "127.0.0.1"]])
     )
     with pytest.raises(URLNotAllowed):
-        fetch(Settings(), f"http://mixed.rebind.test:{image_host.port}/files/photo.jpg")
+        fetch(FetchSettings(), f"http://mixed.rebind.test:{image_host.port}/files/photo.jpg")
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_host_name_kept(monkeypatch, image_host):
@@ -59,7 +59,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_host_name_kept(monk
     else on a second lookup, but none is made: the bytes come from the checked address."""
     resolver = RebindingResolver([["127.0.0.1"], ["10.0.0.1"]])
     monkeypatch.setattr(address_guard.anyio, "getaddrinfo", resolver)
-    settings = Settings(fetch_allowed_hosts=["rebind.test", "127.0.0.1/32"])
+    settings = FetchSettings(allowed_hosts=["rebind.test", "127.0.0.1/32"])
     image = fetch(settings, f"http://photos.rebind.test:{image_host.port}/files/photo.jpg")
     assert image.data[:3] == b"\xff\xd8\xff"
     assert resolver.calls == 1
@@ -71,7 +71,7 @@ def test_the_allowlist_refuses_other_hosts_before_any_lookup(monkeypatch):
     monkeypatch.setattr(address_guard.anyio, "getaddrinfo", resolver)
     with pytest.raises(URLNotAllowed, match="FETCH_ALLOWED_HOSTS"):
         fetch(
-            Settings(fetch_allowed_hosts=["images.example.org"]),
+            FetchSettings(allowed_hosts=["images.example.org"]),
             "http://evil.example.org.attacker.test/x.jpg",
         )
     assert resolver.calls == 0

@@ -9,20 +9,18 @@ import faiss
 import numpy as np
 import pytest
 
+from app.core import InputSpec, Label, l2_normalize
 from app.index.artifacts import (
     EmbedderIdentity,
     IndexDir,
     IndexLoadError,
     IndexManifest,
-    Label,
     SpeciesIndex,
-    l2_normalize,
     new_version_name,
 )
 from app.index.pca import PCA, fit_pca
 from app.index.species_folders import labelled_images, species_from_folder
 from app.index.vote import vote
-from app.models.manifest import InputSpec
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from app.index.artifacts import IndexDir
-from tests.conftest import HAS_SHARED, NO_SHARED, SHARED, figure, insects_features_entry, write_manifest
+from tests.support.figures import figure
+from tests.support.manifests import insects_features_entry, write_manifest
 from tests.support.reference import leeds
 from tests.support.server import REPO
+from tests.support.shared import HAS_SHARED, NO_SHARED, SHARED
 
 pytest.importorskip("ray", reason="Ray is the optional extra .[ray]")
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]

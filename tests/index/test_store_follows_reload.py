@@ -14,9 +14,10 @@ from app.index.builder import build_index
 from app.index.store import IndexStore
 from app.models.manifest import load_manifest
 from app.models.registry import open_registry
-from app.settings import Settings
-from tests.conftest import HAS_SHARED, MODELS, NO_SHARED, SHARED, insects_features_entry, write_manifest
+from app.settings import ModelSettings
+from tests.support.manifests import insects_features_entry, write_manifest
 from tests.support.reference import leeds
+from tests.support.shared import HAS_SHARED, MODELS, NO_SHARED, SHARED
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]
 NAME = "aiy_insects_features"
@@ -31,13 +32,13 @@ def test_store_follows_an_embedder_replaced_by_a_reload(tmp_path):
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
         writer.writerows((str(p), name) for p, name in leeds(SHARED)[::30])  # 10 photos, 10 species
-    settings = Settings(models_manifest=manifest, inference_workers=1)
+    settings = ModelSettings(manifest=manifest, inference_workers=1)
     registry = open_registry(settings)
-    build_index(photos, tmp_path / "index", registry.get(NAME), max_pixels=10**8, progress=False)
+    build_index(photos, tmp_path / "index", registry.get_ready(NAME), max_pixels=10**8, progress=False)
     store = IndexStore(tmp_path / "index", registry)
     store.refresh()
     first = store.get()[1]
-    assert store.state == "ready" and first is registry.entry(NAME)
+    assert store.state == "ready" and first is registry.get_any(NAME)
 
     assert registry.reload(load_manifest(manifest)) == [] and not store.stale  # nothing changed
 
@@ -46,7 +47,7 @@ def test_store_follows_an_embedder_replaced_by_a_reload(tmp_path):
     assert registry.reload(load_manifest(manifest)) == [NAME]
     assert store.stale
     store.refresh()
-    assert store.state == "ready" and store.get()[1] is registry.entry(NAME) is not first
+    assert store.state == "ready" and store.get()[1] is registry.get_any(NAME) is not first
 
     shutil.copyfile(MODELS / "aiy_birds_v1" / "model.tflite", model)  # another model under the name
     assert registry.reload(load_manifest(manifest)) == [NAME]

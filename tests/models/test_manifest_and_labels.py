@@ -4,7 +4,7 @@ import pytest
 
 from app.models.labels import load_labels
 from app.models.manifest import ManifestError, load_manifest
-from tests.conftest import write_manifest
+from tests.support.manifests import write_manifest
 
 BASE = {"task": "classifier", "format": "tflite", "labels": "l.csv", "file": "m.tflite"}
 

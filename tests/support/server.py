@@ -52,10 +52,19 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 180.0) -> ServiceProcess:
+        """Starts the process and waits until /health/ready answers 200."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> ServiceProcess:
+        """Starts the process and returns at once (readiness not awaited)."""
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
+        return self
+
+    def wait_ready(self, timeout: float = 180.0) -> ServiceProcess:
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -15,9 +15,9 @@ from app.models.backends.base import BackendError
 from app.models.backends.head import HeadBackend, HeadWeights, sidecar
 from app.models.manifest import ManifestError, add_entry, load_manifest
 from app.training.evaluate import OTHER, evaluate, mistakes_html
-from app.training.heads import split, train_head
+from app.training.heads import fit, split, train_head
 from app.training.predictions import Predictions, Ranked
-from tests.conftest import write_manifest
+from tests.support.manifests import write_manifest
 
 
 def _clusters(n_per: int, classes: int, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -47,11 +47,29 @@ def test_trained_head_exports_what_sklearn_learned(kind, classes, tmp_path):
     )
 
 
-def test_augmented_copies_of_validation_photos_never_train(tmp_path):
+def test_augmented_copies_of_validation_photos_never_train():
     x, labels = _clusters(10, 3)
-    poisoned = x.copy()
-    trained = train_head(x, labels, augmented=[poisoned])
-    assert trained.n_augmented == len(trained.train_rows)  # one copy per training photo, none for validation
+    y = np.array([sorted(set(labels)).index(name) for name in labels])
+    train_rows, val_rows = split(labels, 0.2, seed=0)  # the split train_head makes (same seed)
+    # A training photo's copy is a slightly jittered copy of it; a validation photo's copy is
+    # poison: the features of a validation photo of the next species, so that, trained on under
+    # this photo's label, it teaches the head to call that other photo by the wrong name.
+    copies = x + np.random.default_rng(5).normal(0, 0.1, x.shape).astype(np.float32)
+    for c in range(3):
+        copies[val_rows[y[val_rows] == c]] = x[val_rows[y[val_rows] == (c + 1) % 3]]
+    # The poison bites: a head that also learns from the validation photos' copies gets them wrong.
+    leaked_rows = np.concatenate([train_rows, train_rows, val_rows])
+    leaked_x = np.concatenate([x[train_rows], copies[train_rows], copies[val_rows]])
+    leaked, _ = fit(leaked_x, y[leaked_rows], kind="logistic", hidden=256, seed=0)
+    assert (leaked.logits(x[val_rows]).argmax(axis=1) == y[val_rows]).mean() < 0.5
+
+    trained = train_head(x, labels, augmented=[copies])
+    assert np.array_equal(trained.val_rows, val_rows) and np.array_equal(trained.train_rows, train_rows)
+    assert trained.n_augmented == len(train_rows)  # one copy per training photo, none for validation
+    # Validation is answered as on clean training: every validation photo by its own name.
+    assert trained.val_accuracy == 1.0
+    np.testing.assert_array_equal(trained.val_probabilities.argmax(axis=1), y[val_rows])
+    np.testing.assert_array_equal(trained.weights.logits(x[val_rows]).argmax(axis=1), y[val_rows])
 
 
 def test_split_is_stratified_and_needs_two_photos_per_species():
@@ -180,7 +198,8 @@ def test_occlusion_finds_the_region_the_model_reads():
 
     spec = ModelSpec(name="toy", task="classifier", format="tflite", file="x", labels="y",
                      input={"size": [56, 56], "dtype": "uint8", "range": [0, 255]})  # fmt: skip
-    model = LoadedModel(spec, state="ready", backend=_LooksTopLeft(), labels=[Label("A a"), Label("B b")])
+    labels = [Label(scientific_name="A a"), Label(scientific_name="B b")]
+    model = LoadedModel(spec, state="ready", backend=_LooksTopLeft(), labels=labels)
     pixels = np.full((56, 56, 3), 255, np.uint8)
     result = occlusion(model, pixels)
     assert result.class_index == 0 and result.score == pytest.approx(1.0)

@@ -14,19 +14,11 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from tests.conftest import (
-    BIRDS,
-    HAS_SHARED,
-    INSECTS,
-    NO_SHARED,
-    SHARED,
-    aiy_entry,
-    gbif_env,
-    service_env,
-    write_manifest,
-)
+from tests.support.env import gbif_env, service_env
+from tests.support.manifests import BIRDS, INSECTS, aiy_entry, write_manifest
 from tests.support.reference import samples
 from tests.support.server import REPO, ServiceProcess
+from tests.support.shared import HAS_SHARED, NO_SHARED, SHARED
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]
 

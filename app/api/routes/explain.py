@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.api.deps import ExplainSlotsDep, FetcherDep, RegistryDep, RunnerDep, SettingsDep
 from app.api.image_input import ImageInputDep
+from app.api.presenters import image_info
 from app.api.routes.classify import ClassifierName
 from app.api.schemas import Explanation, Timings, error_responses
-from app.deps import FetcherDep, RegistryDep, RunnerDep, SettingsDep
 from app.errors import Overloaded
 from app.explain import explain
 
@@ -46,20 +46,19 @@ async def explain_photo(
     runner: RunnerDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
-    request: Request,
+    slots: ExplainSlotsDep,
     format: Annotated[Literal["png", "json"], Query(description="png: the overlay; json: the grid")] = "png",
 ) -> Response | Explanation:
-    model = registry.get(model_name, task="classifier")
-    slots: asyncio.Semaphore = request.app.state.explain_slots
+    model = registry.get_ready(model_name, task="classifier")
     if slots.locked():
         raise Overloaded(
-            f"{settings.explain_concurrency} saliency map(s) already in progress; retry shortly",
+            f"{settings.models.explain_concurrency} saliency map(s) already in progress; retry shortly",
             retry_after_s=2,
         )
     async with slots:
-        source = await image.load(fetcher, settings)
+        photo = await image.load(fetcher, settings.images.max_upload_bytes)
         started = time.perf_counter()
-        done = await runner.run(explain, model, source.data, settings.max_image_pixels, format == "png")
+        done = await runner.run(explain, model, photo.data, settings.images.max_pixels, format == "png")
     result = done.explanation
     label = model.labels[result.class_index]
     if done.png is not None:
@@ -82,11 +81,11 @@ async def explain_photo(
         stride=result.stride,
         input_size=(height, width),
         grid=result.grid.round(5).tolist(),
-        image=source.info(done.image),
+        image=image_info(photo, done.image),
         timings_ms=Timings(
-            fetch_ms=source.fetch_ms,
+            fetch_ms=photo.fetch_ms,
             decode_ms=done.decode_ms,
             infer_ms=done.occlusion_ms,
-            total_ms=(time.perf_counter() - started) * 1000 + (source.fetch_ms or 0.0),
+            total_ms=(time.perf_counter() - started) * 1000 + (photo.fetch_ms or 0.0),
         ),
     )

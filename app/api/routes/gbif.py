@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from app.api.deps import GbifDep
 from app.api.schemas import GbifMatch, error_responses
-from app.deps import GbifDep
 from app.errors import NotFound
 
 router = APIRouter(tags=["gbif"])

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.deps import IndexStoreDep, MetricsDep, RegistryDep, SettingsDep
 from app.api.schemas import Liveness, Readiness
-from app.deps import IndexStoreDep, MetricsDep, RegistryDep, SettingsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -25,7 +25,7 @@ async def live() -> Liveness:
 )
 async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreDep) -> JSONResponse:
     states = {entry.spec.name: entry.state for entry in registry.entries()}
-    if registry.is_ready(require_all=settings.require_all_models):
+    if registry.is_ready(require_all=settings.models.require_all):
         body, status = Readiness(status="ready", models=states, index=index.state), 200
     elif not registry.loading_done:
         body, status = Readiness(status="loading", models=states, index=index.state), 503

@@ -14,8 +14,8 @@ class Backend(Protocol):
     """The contract every runtime meets.
 
     ``predict`` takes ``[N, H, W, 3]`` in the manifest's input dtype and returns ``[N, D]``
-    float32: class scores for a classifier, features for an embedder. It must be safe to call
-    from several worker threads at once.
+    float32: class probabilities (or logits) for a classifier, features for an embedder. It
+    must be safe to call from several worker threads at once.
     """
 
     @property

@@ -1,0 +1,15 @@
+"""The command line: one thin module per command over the same services the server uses.
+
+Importing this package imports no model runtime and no optional extra: each command imports
+what it needs when it runs, and says which extra to install when that is missing.
+"""
+
+from app.cli import classify, evaluate, explain, gbif, index, models, serve, train  # noqa: F401 (commands)
+from app.cli.app import cli
+
+
+def main() -> None:
+    cli()
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,111 @@
+"""classify: one photo, or every photo of a folder, through the server's identify service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from app.cli.app import cli
+from app.cli.common import Progress, Workers, bar, fail, open_model, settings
+from app.errors import ServiceError
+
+if TYPE_CHECKING:
+    from app.models.registry import LoadedModel
+    from app.services.identify import Identification, Identifier
+    from app.settings import Settings
+
+
+def identifier_for(config: Settings, workers: int) -> Identifier:
+    from app.enrich.taxonomies import TaxonomyBook
+    from app.models.runner import InferenceRunner
+    from app.services.identify import Identifier
+
+    runner = InferenceRunner(workers=workers, max_queue=0)
+    return Identifier(runner, TaxonomyBook(), config.ranking, max_pixels=config.images.max_pixels)
+
+
+@cli.command()
+def classify(
+    photos: Annotated[Path, typer.Argument(exists=True, help="a photo, or a folder of photos (recursive)")],
+    model: Annotated[str, typer.Option(help="a classifier's manifest name (a trained head too)")],
+    top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    out: Annotated[
+        Path | None, typer.Option(help="CSV of the top-k per photo (a folder's default: stdout)")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="one photo: the JSON /v1/classify/MODEL would answer")
+    ] = False,
+    workers: Workers = None,
+    progress: Progress = True,
+) -> None:
+    """Classify one photo, or every photo in a folder (batched), exactly as the server would.
+
+    A folder gives a CSV (path,rank,scientific_name,score,error); photos that cannot be read are
+    listed with their error, not fatal.
+    """
+    config = settings()
+    with open_model(config, model, "classifier") as classifier:
+        identifier = identifier_for(config, workers or config.models.inference_workers)
+        try:
+            if photos.is_dir():
+                _folder(identifier, classifier, photos, top_k, out, progress)
+                return
+            found = _photo(identifier, classifier, photos, top_k)
+        finally:
+            identifier.runner.shutdown()
+    if json_output:
+        from app.api.presenters import classification
+
+        typer.echo(classification(found).model_dump_json(by_alias=True))
+        return
+    for hit in found.species:
+        common = f" ({hit.label.common_name})" if hit.label.common_name else ""
+        typer.echo(f"{hit.score:.4f}  {hit.label.scientific_name}{common}")
+    if found.no_match:
+        typer.echo(f"no match: {found.no_match_reason}")
+    if found.rollup is not None:
+        typer.echo(f"it is at least {found.rollup.rank} {found.rollup.name} ({found.rollup.score:.4f})")
+
+
+def _photo(identifier: Identifier, model: LoadedModel, path: Path, top_k: int) -> Identification:
+    from app.imaging.photo import Photo
+
+    photo = Photo(data=path.read_bytes(), source="file", name=str(path))
+    try:
+        return asyncio.run(identifier.identify(model, photo, top_k))
+    except ServiceError as exc:
+        raise fail(exc.message) from exc
+
+
+def _folder(
+    identifier: Identifier, model: LoadedModel, folder: Path, top_k: int, out: Path | None, progress: bool
+) -> None:
+    from app.index.species_folders import IMAGE_SUFFIXES
+    from app.services.predictions import predictions_of_model
+    from app.training.predictions import write_predictions_csv
+
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise fail(f"no photos under {folder}")
+    with bar(len(paths), f"classifying ({model.name})", progress) as shown:
+        found = identifier.identify_files(
+            model, paths, top_k=top_k, workers=identifier.runner.workers, on_progress=shown.update
+        )
+    predictions = predictions_of_model(model, found)
+    if out is None:
+        write_predictions_csv(predictions, sys.stdout)
+    else:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            write_predictions_csv(predictions, fh)
+    for path, error in found.failures:
+        typer.echo(f"unreadable: {path}: {error}", err=True)
+    written = f"; wrote {out}" if out else ""
+    typer.echo(
+        f"{len(paths) - len(found.failures)} photos classified, {len(found.failures)} unreadable{written}",
+        err=True,
+    )
+    sys.stdout.flush()

@@ -1,0 +1,127 @@
+"""evaluate: how good a classifier, a trained head or the lookup index is on YOUR photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from app.cli.app import cli
+from app.cli.classify import identifier_for
+from app.cli.common import (
+    Dataset,
+    Progress,
+    Workers,
+    bar,
+    fail,
+    labelled,
+    open_model,
+    require_extra,
+    settings,
+)
+
+if TYPE_CHECKING:
+    from app.services.evaluation import Evaluated
+    from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class _Job:
+    paths: list[Path]
+    truths: list[str]
+    out: Path
+    dataset: str
+    top_k: int
+    workers: int
+    progress: bool
+
+
+@cli.command()
+def evaluate(
+    dataset: Dataset,
+    out: Annotated[Path, typer.Option(help="report folder: report.json, per_class.csv, confusion.png, ...")],
+    model: Annotated[
+        str | None, typer.Option(help="a classifier's (or trained head's) manifest name")
+    ] = None,
+    index: Annotated[Path | None, typer.Option(help="an index folder: evaluate /img_url's lookup")] = None,
+    top_k: Annotated[int, typer.Option(min=5, max=100, help="answers kept per photo")] = 5,
+    workers: Workers = None,
+    progress: Progress = True,
+) -> None:
+    """How good is a model on YOUR labelled photos: top-1, top-5, macro-F1, per-class
+    precision/recall/support, a confusion matrix PNG and a page of the worst mistakes."""
+    if (model is None) == (index is None):
+        raise fail("give exactly one of --model or --index")
+    require_extra("sklearn", "training", "evaluate")
+    config = settings()
+    images = labelled(dataset)
+    job = _Job(
+        [i.path for i in images], [i.scientific_name for i in images], out, str(dataset), top_k,
+        workers or config.models.inference_workers, progress,
+    )  # fmt: skip
+    try:
+        if model is not None:
+            done = _with_model(config, model, job)
+        else:
+            assert index is not None
+            done = _with_index(config, index, job)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    report = done.report
+    for path, error in done.predictions.failures:
+        typer.echo(f"unreadable: {path}: {error}", err=True)
+    typer.echo(
+        f"{report.source} on {report.evaluated} photos of {len(report.classes)} species "
+        f"({report.failed} unreadable): top-1 {report.top1:.3f}, top-5 {report.top5:.3f}, "
+        f"macro-F1 {report.macro_f1:.3f}"
+    )
+    for c in report.classes:
+        flag = "" if c.in_model else "  (not among the model's classes)"
+        typer.echo(
+            f"  {c.name:<34} P {c.precision:.2f}  R {c.recall:.2f}  F1 {c.f1:.2f}  n {c.support}{flag}"
+        )
+    typer.echo("wrote " + ", ".join(str(p) for p in done.files.values()))
+
+
+def _with_model(config: Settings, name: str, job: _Job) -> Evaluated:
+    from app.services.evaluation import evaluate_model
+
+    with open_model(config, name, "classifier") as model:
+        identifier = identifier_for(config, job.workers)
+        try:
+            with bar(len(job.paths), f"evaluating {name}", job.progress) as shown:
+                return evaluate_model(
+                    identifier, model, job.paths, job.truths, job.out, dataset=job.dataset,
+                    top_k=job.top_k, workers=job.workers, on_progress=shown.update,
+                )  # fmt: skip
+        finally:
+            identifier.runner.shutdown()
+
+
+def _with_index(config: Settings, folder: Path, job: _Job) -> Evaluated:
+    from app.enrich.taxonomies import TaxonomyBook
+    from app.index.artifacts import IndexDir, IndexLoadError
+    from app.models.runner import InferenceRunner
+    from app.services.evaluation import evaluate_index
+    from app.services.lookup import Lookup
+
+    try:
+        species_index = IndexDir(folder).load()
+    except IndexLoadError as exc:
+        raise fail(str(exc)) from exc
+    with open_model(config, species_index.manifest.embedder.name, "embedder") as embedder:
+        runner = InferenceRunner(workers=job.workers, max_queue=0)
+        lookup = Lookup(
+            None, runner, TaxonomyBook(), config.index, config.ranking,
+            max_pixels=config.images.max_pixels, root=folder,
+        )  # fmt: skip
+        try:
+            with bar(len(job.paths), f"evaluating {folder}", job.progress) as shown:
+                return evaluate_index(
+                    lookup, species_index, embedder, job.paths, job.truths, job.out, dataset=job.dataset,
+                    top_k=job.top_k, workers=job.workers, on_progress=shown.update,
+                )  # fmt: skip
+        finally:
+            runner.shutdown()

@@ -1,0 +1,1 @@
+"""Model manifest, registry, runtimes (backends) and the bounded runner that feeds them."""

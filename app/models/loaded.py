@@ -1,0 +1,56 @@
+"""A manifest entry as the server holds it: its state, and once ready, the means to run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from app.core import InputSpec, Label, softmax
+from app.errors import ModelUnavailable
+from app.models.backends.base import Backend
+from app.models.batcher import MicroBatcher
+from app.models.manifest import ModelSpec
+
+ModelState = Literal["pending", "loading", "ready", "missing", "failed"]
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    state: ModelState = "pending"
+    reason: str | None = None
+    location: str | None = None
+    backend: Backend | None = None
+    labels: list[Label] = field(default_factory=list)
+    load_seconds: float | None = None
+    sha256: str | None = None  # of what was loaded; an index records its embedder's
+    # Where link-gbif writes this model's taxonomy (resolved against the manifest); the enrich
+    # side reads it, the registry never does.
+    taxonomy_path: Path | None = None
+    batcher: MicroBatcher | None = None  # SavedModels: concurrent requests share one call
+    input: InputSpec | None = None  # what to decode to: the spec's, or a head's embedder's
+    file_mtime_ns: int | None = None  # a reload reloads an entry whose file changed
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.input or self.spec.input
+
+    @property
+    def output_dim(self) -> int | None:
+        return self.backend.output_dim if self.backend is not None else None
+
+    def predict(self, batch: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        """Class probabilities (a classifier; softmax applied to logits) or features (an
+        embedder) for a preprocessed batch; runs in a worker thread."""
+        if self.backend is None:
+            raise ModelUnavailable(f"model {self.spec.name} is {self.state}: {self.reason}")
+        out = self.backend.predict(batch)
+        return softmax(out) if self.spec.output == "logits" else out

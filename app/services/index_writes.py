@@ -1,0 +1,41 @@
+"""Adding photos of a species to the species index without retraining (POST /v1/index/items)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.core import Label
+from app.imaging.photo import Photo
+from app.index.artifacts import SpeciesIndex
+from app.models.runner import InferenceRunner
+from app.pipeline import infer
+from app.services.lookup import Lookup
+
+
+@dataclass(frozen=True, slots=True)
+class AddedPhotos:
+    added: int
+    species: str
+    new_species: bool  # the species was not in the index before
+    index: SpeciesIndex  # the version published with them
+
+
+class IndexWriter:
+    def __init__(self, lookup: Lookup, runner: InferenceRunner, *, max_pixels: int) -> None:
+        self.lookup = lookup
+        self.runner = runner
+        self.max_pixels = max_pixels
+
+    async def add(self, photos: list[Photo], scientific_name: str, common_name: str | None) -> AddedPhotos:
+        """Embeds each photo with the index's own embedder (off the event loop), appends them to
+        the current version and publishes the result atomically."""
+        index, embedder = await self.lookup.current()
+        features = [(await infer(self.runner, embedder, p.data, self.max_pixels)).output for p in photos]
+        known = any(label.scientific_name == scientific_name for label in index.labels)
+        label = Label(scientific_name=scientific_name, common_name=common_name)
+        assert self.lookup.store is not None  # current() found it
+        extended = await asyncio.to_thread(self.lookup.store.add, np.stack(features), [label] * len(features))
+        return AddedPhotos(len(features), scientific_name, not known, extended)

@@ -1,0 +1,42 @@
+"""Answers for many photos as ranked names (``Predictions``): what ``classify FOLDER`` writes and
+``evaluate`` scores. No scikit-learn: the lite image's CLI imports this."""
+
+from __future__ import annotations
+
+from app.index.artifacts import SpeciesIndex
+from app.models.registry import LoadedModel
+from app.services.identify import FileIdentifications
+from app.services.lookup import FileLookups
+from app.training.predictions import Predictions, Ranked, species_names
+
+
+def predictions_of_model(model: LoadedModel, found: FileIdentifications) -> Predictions:
+    ranked = [
+        Ranked([hit.label.scientific_name for hit in r.species], [hit.score for hit in r.species])
+        if r is not None
+        else None
+        for r in found.results
+    ]
+    return Predictions(
+        source=f"{model.spec.format} {model.spec.name}",
+        classes=species_names(model),
+        paths=found.paths,
+        ranked=ranked,
+        failures=found.failures,
+    )
+
+
+def predictions_of_index(index: SpeciesIndex, found: FileLookups) -> Predictions:
+    ranked = [
+        Ranked([hit.label.scientific_name for hit in r.species], [hit.score for hit in r.species])
+        if r is not None
+        else None
+        for r in found.results
+    ]
+    return Predictions(
+        source=f"index {index.manifest.version} ({index.manifest.embedder.name})",
+        classes=[label.scientific_name for label in index.labels],
+        paths=found.paths,
+        ranked=ranked,
+        failures=found.failures,
+    )
