@@ -158,6 +158,6 @@ def add_folder(
     )
     labels = [Label(scientific_name=i.scientific_name, common_name=i.common_name) for i in kept]
     with index_dir.writer_lock():
-        extended = add_photos(index_dir, embedder, embedded.features[embedded.ok], labels)
+        _, extended = add_photos(index_dir, embedder, embedded.features[embedded.ok], labels)
     shutil.rmtree(work, ignore_errors=True)
     return extended, embedded

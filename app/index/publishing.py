@@ -37,11 +37,12 @@ def check_embedder(species_index: SpeciesIndex, embedder: LoadedModel) -> None:
 
 def add_photos(
     index_dir: IndexDir, embedder: LoadedModel, features: np.ndarray, labels: list[Label]
-) -> SpeciesIndex:
-    """Appends embedded photos to the current version and publishes the result. Callers hold
-    ``index_dir.writer_lock()`` so concurrent writers never lose each other's photos."""
+) -> tuple[SpeciesIndex, SpeciesIndex]:
+    """Appends embedded photos to the current version and publishes the result; returns the
+    version extended and the new one. Callers hold ``index_dir.writer_lock()`` so concurrent
+    writers never lose each other's photos."""
     current = index_dir.load()
     check_embedder(current, embedder)
     extended = current.extended(features, labels, new_version_name())
     index_dir.publish(extended)
-    return extended
+    return current, extended

@@ -93,13 +93,14 @@ class IndexStore:
             )
         return index, embedder
 
-    def add(self, features: np.ndarray, labels: list[Label]) -> SpeciesIndex:
-        """Blocking: appends photos, publishes a new version and serves it."""
+    def add(self, features: np.ndarray, labels: list[Label]) -> tuple[SpeciesIndex, SpeciesIndex]:
+        """Blocking: appends photos, publishes a new version and serves it. Returns the version
+        extended (read under the writer lock: what was really there) and the new one."""
         try:
             with self.dir.writer_lock():
                 self.refresh()  # extend what is on disk now, not what this process last saw
                 _, embedder = self.get()
-                extended = add_photos(self.dir, embedder, features, labels)
+                current, extended = add_photos(self.dir, embedder, features, labels)
         except OSError as exc:  # e.g. the volume is mounted read-only
             raise IndexUnavailable(
                 f"cannot write the index in {self.dir.root}: {exc.strerror or exc}",
@@ -108,4 +109,4 @@ class IndexStore:
         with self._lock:
             self._seen = extended.manifest.version
             self._set(extended, embedder, "ready", None)
-        return extended
+        return current, extended

@@ -40,8 +40,8 @@ def model_target(manifest_path: Path, model: str, out: Path | None = None) -> Li
     target = out or default
     hint = None
     if spec.taxonomy is None:
-        base = manifest.base_dir
-        shown = target.relative_to(base) if target.is_relative_to(base) else target
+        base, written = manifest.base_dir, target.resolve()  # a relative --out is the working dir's
+        shown = written.relative_to(base) if written.is_relative_to(base) else written
         hint = f'add  taxonomy = "{shown}"  to the {model} entry of the manifest to serve it'
     return LinkTarget(names, target, hint)
 

@@ -32,10 +32,12 @@ class IndexWriter:
     async def add(self, photos: list[Photo], scientific_name: str, common_name: str | None) -> AddedPhotos:
         """Embeds each photo with the index's own embedder (off the event loop), appends them to
         the current version and publishes the result atomically."""
-        index, embedder = await self.lookup.current()
+        _, embedder = await self.lookup.current()
         features = [(await infer(self.runner, embedder, p.data, self.max_pixels)).output for p in photos]
-        known = any(label.scientific_name == scientific_name for label in index.labels)
         label = Label(scientific_name=scientific_name, common_name=common_name)
         assert self.lookup.store is not None  # current() found it
-        extended = await asyncio.to_thread(self.lookup.store.add, np.stack(features), [label] * len(features))
-        return AddedPhotos(len(features), scientific_name, not known, extended)
+        before, after = await asyncio.to_thread(
+            self.lookup.store.add, np.stack(features), [label] * len(features)
+        )
+        known = any(label.scientific_name == scientific_name for label in before.labels)
+        return AddedPhotos(len(features), scientific_name, not known, after)

@@ -110,7 +110,10 @@ def register(manifest_path: Path, request: TrainRequest, outcome: TrainOutcome, 
     base = manifest_path.resolve().parent
 
     def shown(path: Path) -> str:
-        return str(path.relative_to(base) if path.is_relative_to(base) else path)
+        # The manifest resolves relative paths against its own folder, so name the file as
+        # written (a relative --out-dir is the working directory's) from there.
+        written = path.resolve()
+        return str(written.relative_to(base) if written.is_relative_to(base) else written)
 
     entry = {
         "name": request.name,
