@@ -39,5 +39,5 @@ class IndexWriter:
         before, after = await asyncio.to_thread(
             self.lookup.store.add, np.stack(features), [label] * len(features)
         )
-        known = any(label.scientific_name == scientific_name for label in before.labels)
+        known = any(existing.scientific_name == scientific_name for existing in before.labels)
         return AddedPhotos(len(features), scientific_name, not known, after)

@@ -14,9 +14,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import INSECTS, MODELS, SHARED, aiy_entry, gbif_env, write_manifest
 from tests.fakes.gbif import FakeGbif
+from tests.support.env import gbif_env
+from tests.support.manifests import INSECTS, aiy_entry, write_manifest
 from tests.support.server import REPO, ServiceProcess
+from tests.support.shared import MODELS, SHARED
 
 pytestmark = pytest.mark.shared
 

@@ -1,24 +1,23 @@
 """/img_url over a real index: Leeds butterflies embedded by the real insects model's pre-logits,
-built with the real CLI, served by the real server; species added by CLI and over HTTP."""
+built with the real CLI, served by the real server; species added by CLI and over HTTP. (The index
+commands on their own, a build resumed after a kill included, are tested in tests/cli/test_index.py.)"""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import httpx
-import numpy as np
 import pytest
 
-from tests.conftest import HAS_SHARED, NO_SHARED, SHARED, insects_features_entry, service_env, write_manifest
+from tests.support.env import service_env
+from tests.support.manifests import insects_features_entry, write_manifest
 from tests.support.reference import leeds
 from tests.support.server import REPO, ServiceProcess
+from tests.support.shared import HAS_SHARED, NO_SHARED, SHARED
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not HAS_SHARED, reason=NO_SHARED)]
 
@@ -247,58 +246,3 @@ def test_an_index_from_another_embedder_is_refused(index_dir, tmp_path, artifact
         assert "build-index" in error["message"]
     finally:
         service.stop()
-
-
-def test_build_index_resumes_after_being_killed(split, lookup_manifest, index_dir, tmp_path):
-    out, work = tmp_path / "index", tmp_path / "work"
-    command = [
-        sys.executable,
-        "-m",
-        "app",
-        "build-index",
-        str(split["build"]),
-        "--out",
-        str(out),
-        "--embedder",
-        "aiy_insects_features",
-        "--chunk-size",
-        "10",
-        "--work-dir",
-        str(work),
-        "--no-progress",
-    ]
-    env = {**os.environ, "MODELS_MANIFEST": str(lookup_manifest), "INFERENCE_WORKERS": "1"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(list(work.glob("*.npz"))) < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # a crash: no clean-up runs
-    proc.wait()
-    done = len(list(work.glob("*.npz")))
-    assert 4 <= done < 20, f"{done} chunks written before the kill"
-    assert not out.exists() or not (out / "current").exists()
-
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    resumed = int(result.stdout.split(" chunks resumed")[0].rsplit(" ", 1)[1])
-    assert resumed >= done - 1  # every complete chunk (the one being written may be lost)
-
-    # The resumed build holds the same vectors as the uninterrupted one.
-    from app.index.artifacts import IndexDir
-
-    a, b = IndexDir(out).load(), IndexDir(index_dir).load(version=_first_version(index_dir))
-    assert a.manifest.n_vectors == b.manifest.n_vectors == 200
-    np.testing.assert_allclose(
-        faiss.rev_swig_ptr(a.faiss_index.get_xb(), a.manifest.n_vectors * a.manifest.dim),
-        faiss.rev_swig_ptr(b.faiss_index.get_xb(), b.manifest.n_vectors * b.manifest.dim),
-        atol=1e-4,
-    )
-
-
-def _first_version(index_dir: Path) -> str:
-    from app.index.artifacts import IndexManifest
-
-    versions = [
-        IndexManifest.model_validate_json((p / "index.json").read_text()) for p in index_dir.glob("v-*")
-    ]
-    return min((m for m in versions if m.parent is None), key=lambda m: m.created_at).version
