@@ -6,7 +6,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: install models serve test test-container lint format lock clean
+.PHONY: install models calibration serve test test-container lint format lock clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ install: $(BIN)/.installed
 models:
 	@if [ -d "$(SHARED)/models" ]; then ./download_volume.sh --from "$(SHARED)/models"; \
 	else ./download_volume.sh; fi
+
+# The shipped calibrations (volumes/models/calibration/*.json, tracked): refit from ../shared.
+CALIBRATION_SETS = volumes/tmp/calibration
+calibration: install models
+	$(BIN)/python -m tests.support.datasets $(CALIBRATION_SETS) $(SHARED)
+	$(BIN)/python -m app calibrate $(CALIBRATION_SETS)/birds.csv --model aiy_birds_v1 --no-progress \
+	  --fitted-on "../shared: datasets/mixed birds (55) + samples (2), species the model has"
+	$(BIN)/python -m app calibrate $(CALIBRATION_SETS)/insects.csv --model aiy_insects_v1 --no-progress \
+	  --fitted-on "../shared: datasets/leedsbutterfly (300) + samples (1), species the model has"
 
 serve: install models
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve

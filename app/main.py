@@ -23,6 +23,7 @@ from app.api.main import api_router
 from app.api.middleware import BodySizeLimit, ConfiguredCORS, RequestDeadline
 from app.api.routes import web
 from app.enrich.gbif import open_gbif
+from app.enrich.geo import GeoPrior
 from app.enrich.taxonomies import TaxonomyBook
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
@@ -30,9 +31,11 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.models.manifest import load_manifest
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
+from app.services.geo import GeoWeighting
 from app.services.identify import Identifier
 from app.services.index_writes import IndexWriter
 from app.services.lookup import Lookup
+from app.services.observation import ObservationService
 from app.services.reload import watch_manifest
 from app.settings import Settings
 
@@ -61,6 +64,10 @@ async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
         store, runner, taxonomies, config.index, config.ranking, max_pixels=max_pixels, observer=metrics
     )
     state.index_writer = IndexWriter(state.lookup, runner, max_pixels=max_pixels)
+    state.observation = ObservationService(
+        registry, runner, taxonomies, config.ranking, max_pixels=max_pixels,
+        geo=GeoWeighting(GeoPrior(state.gbif, config.gbif)), observer=metrics,
+    )  # fmt: skip
     security = config.security
     state.rate_limiter = (
         RateLimiter(security.rate_limit_per_minute, security.rate_limit_burst)

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.asgi import HttpMiddleware, ResponseWatch
 
+SHARED_DECODE = "(shared)"  # the decode_seconds label of a photo decoded once for several models
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -67,6 +68,9 @@ class Metrics:
         self.decode_seconds = Histogram(
             "image_decode_seconds", "decode + resize", ["model"], buckets=STAGE_BUCKETS, registry=r
         )
+        self.photos_decoded = Counter(
+            "photo_decodes", "photos decoded: once per photo, however many models read it", registry=r
+        )
         self.inference_seconds = Histogram(
             "model_inference_seconds",
             "model call (per request)",
@@ -85,8 +89,16 @@ class Metrics:
         self.batch_size.labels(model).observe(size)
 
     def observe_inference(self, model: str, decode_ms: float, infer_ms: float) -> None:
+        self.photos_decoded.inc()
         self.decode_seconds.labels(model).observe(decode_ms / 1000)
         self.inference_seconds.labels(model).observe(infer_ms / 1000)
+
+    def observe_shared(self, decode_ms: float, infer_ms: dict[str, float]) -> None:
+        """One photo decoded once and read by several models (/v1/identify)."""
+        self.photos_decoded.inc()
+        self.decode_seconds.labels(SHARED_DECODE).observe(decode_ms / 1000)
+        for model, ms in infer_ms.items():
+            self.inference_seconds.labels(model).observe(ms / 1000)
 
     def observe_fetch(self, fetch_ms: float, size: int) -> None:
         self.fetch_seconds.observe(fetch_ms / 1000)

@@ -13,6 +13,7 @@ A model's output is *probabilities* for a classifier and *features* for an embed
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ class FileInferences:
     outputs: npt.NDArray[np.float32]  # [N, D]; the rows of photos that failed are zero
     ok: npt.NDArray[np.bool_]  # [N]
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    features: npt.NDArray[np.float32] | None = None  # [N, F] a classifier's pre-logits, when asked
 
 
 def infer_files(
@@ -77,13 +79,17 @@ def infer_files(
     batch_size: int = 16,
     transform: Transform | None = None,
     on_progress: Callable[[int], None] | None = None,
+    with_features: bool = False,
 ) -> FileInferences:
     """Each worker decodes a batch of photos and calls the model once on them (a SavedModel
-    gains from the batch; a TFLite model runs them on that worker's own interpreter)."""
+    gains from the batch; a TFLite model runs them on that worker's own interpreter).
+    ``with_features``: also a classifier's pre-logit features (None where it has none)."""
     dim = model.output_dim
     if dim is None:
         raise ValueError(f"model {model.spec.name} is not loaded")
     result = FileInferences(np.zeros((len(paths), dim), np.float32), np.zeros(len(paths), bool))
+
+    allocating = threading.Lock()
 
     def run_batch(start: int) -> list[str | None]:
         errors: list[str | None] = []
@@ -96,7 +102,16 @@ def infer_files(
             except (ServiceError, OSError) as exc:
                 errors.append(getattr(exc, "message", None) or str(exc))
         if pixels:
-            result.outputs[rows] = model.predict(np.stack(pixels))
+            if with_features:
+                outputs, features = model.predict_with_features(np.stack(pixels))
+                if features is not None:
+                    with allocating:  # the first batch to finish sizes the array
+                        if result.features is None:
+                            result.features = np.zeros((len(paths), features.shape[1]), np.float32)
+                    result.features[rows] = features
+            else:
+                outputs = model.predict(np.stack(pixels))
+            result.outputs[rows] = outputs
             result.ok[rows] = True
         return errors
 

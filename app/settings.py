@@ -125,6 +125,12 @@ class GbifSettings(BaseSettings):
     cache_path: Path = Path("volumes/cache/gbif.sqlite")
     cache_ttl_s: PositiveFloat = 7 * 24 * 3600.0
     user_agent: str = _env("FETCH_USER_AGENT", default="species-id/0.1")
+    # The "seen nearby" prior (app/enrich/geo.py): one GBIF occurrence search per grid cell.
+    prior_cell_deg: float = Field(default=1.0, gt=0, le=10)  # cell size in degrees, cells on multiples
+    prior_floor: float = Field(default=0.1, gt=0, le=1)  # weight of a species GBIF never recorded there
+    prior_half_saturation: PositiveFloat = 5.0  # records at which a weight is halfway from floor to 1
+    prior_facet_limit: int = Field(default=1000, ge=10, le=10000)  # the cell's most recorded species asked
+    prior_timeout: PositiveFloat = 2.0  # seconds, slot wait and retries included: then no prior, said so
 
 
 class SecuritySettings(BaseSettings):

@@ -23,6 +23,7 @@ from app.models.runner import InferenceRunner
 from app.services.identify import Identifier
 from app.services.index_writes import IndexWriter
 from app.services.lookup import Lookup
+from app.services.observation import ObservationService
 from app.settings import Settings
 
 
@@ -76,6 +77,11 @@ async def _index_writer(request: Request) -> IndexWriter:
     return writer
 
 
+async def _observation(request: Request) -> ObservationService:
+    service: ObservationService = request.app.state.observation
+    return service
+
+
 async def _explain_slots(request: Request) -> asyncio.Semaphore:
     slots: asyncio.Semaphore = request.app.state.explain_slots
     return slots
@@ -99,5 +105,6 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 IdentifierDep = Annotated[Identifier, Depends(_identifier)]
 LookupDep = Annotated[Lookup, Depends(_lookup)]
 IndexWriterDep = Annotated[IndexWriter, Depends(_index_writer)]
+ObservationDep = Annotated[ObservationService, Depends(_observation)]
 ExplainSlotsDep = Annotated[asyncio.Semaphore, Depends(_explain_slots)]
 AdminDep = Depends(_admin)  # in a route's ``dependencies``: admin token or 401/403

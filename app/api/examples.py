@@ -89,3 +89,5 @@ GBIF_MATCH: list[JsonValue] = [
         "cache": "miss",
     }
 ]
+
+IDENTIFY: list[JsonValue] = []  # filled from a real answer below

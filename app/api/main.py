@@ -7,12 +7,13 @@ Health, model listing and the docs are open; the photo and GBIF endpoints pass `
 from fastapi import APIRouter
 
 from app.api.access import AccessDep
-from app.api.routes import classify, explain, gbif, health, lookup, models
+from app.api.routes import classify, explain, gbif, health, identify, lookup, models
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(health.metrics_router)
 api_router.include_router(models.router)
+api_router.include_router(identify.router, dependencies=[AccessDep])
 api_router.include_router(classify.router, dependencies=[AccessDep])
 api_router.include_router(lookup.router, dependencies=[AccessDep])
 api_router.include_router(explain.router, dependencies=[AccessDep])

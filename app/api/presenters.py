@@ -6,11 +6,16 @@ from dataclasses import asdict
 
 from app.api.schemas import (
     ClassificationResponse,
+    GeoCellInfo,
+    GeoInfo,
+    IdentifyResponse,
     ImageInfo,
     IndexInfo,
     LookupResponse,
     LookupResult,
+    ModelAssessment,
     ModelInfo,
+    ObservedSpeciesResult,
     RollupInfo,
     SpeciesResult,
     TaxonInfo,
@@ -21,9 +26,11 @@ from app.imaging.decode import DecodedImage
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
 from app.services.catalog import ModelStatus
+from app.services.geo import GeoOutcome
 from app.services.identify import Identification
 from app.services.identify import Timings as StageTimings
 from app.services.lookup import LookupAnswer
+from app.services.observation import ObservationAnswer
 
 
 def taxon_info(taxon: Taxon | None) -> TaxonInfo | None:
@@ -108,6 +115,65 @@ def lookup(found: LookupAnswer) -> LookupResponse:
         rollup=rollup_info(found.rollup),
         image=image_info(found.photo, found.image),
         timings_ms=timings(found.timings),
+    )
+
+
+def observation(found: ObservationAnswer) -> IdentifyResponse:
+    accepted = found.chosen if found.chosen is not None and found.chosen.accepted else None
+    return IdentifyResponse(
+        results=[
+            ObservedSpeciesResult(
+                rank=s.rank,
+                model=s.model,
+                group=s.group,
+                index=s.index,
+                scientific_name=s.label.scientific_name,
+                common_name=s.label.common_name,
+                score=min(s.score, 1.0),
+                vision_score=min(s.vision_score, 1.0),
+                geo_weight=s.geo_weight,
+                geo_records=s.geo_records,
+                per_photo=[round(p, 6) for p in s.per_photo],
+                taxonomy=taxon_info(s.taxon),
+            )
+            for s in found.species
+        ],
+        no_match=found.no_match,
+        no_match_reason=found.no_match_reason,
+        group=accepted.model.spec.group if accepted else None,
+        model=accepted.model.name if accepted else None,
+        why=found.why,
+        models=[
+            ModelAssessment(
+                model=v.model.name,
+                group=v.model.spec.group,
+                signal=v.signal,
+                scope=round(v.scope, 6),
+                threshold=round(v.threshold, 6),
+                accepted=v.accepted,
+                background=v.background,
+                best=v.model.labels[v.top].scientific_name,
+                best_score=min(float(v.probabilities[v.top]), 1.0),
+            )
+            for v in found.verdicts
+        ],
+        rollup=rollup_info(found.rollup),
+        geo=geo_info(found.geo),
+        photos=[image_info(photo, image) for photo, image in found.photos],
+        timings_ms=timings(found.timings),
+    )
+
+
+def geo_info(geo: GeoOutcome) -> GeoInfo:
+    cell = geo.cell
+    return GeoInfo(
+        status=geo.status,
+        reason=geo.reason,
+        cell=GeoCellInfo(south=cell.south, north=cell.north, west=cell.west, east=cell.east, month=cell.month)
+        if cell is not None
+        else None,
+        cell_records=geo.cell_records,
+        cache=geo.cache,
     )
 
 

@@ -36,7 +36,7 @@ def train_head(
     if kind not in ("logistic", "dense"):
         raise fail("--kind is logistic or dense")
     require_extra("sklearn", "training", "train-head")
-    from app.models.manifest import ManifestError
+    from app.models.manifest import ManifestError, check_entry
     from app.services import train as service
 
     config = settings()
@@ -46,6 +46,11 @@ def train_head(
         target=out_dir or manifest.resolve().parent / name, kind="dense" if kind == "dense" else "logistic",
         val_fraction=val_fraction, augment=list(augment or []), hidden=hidden, seed=seed,
     )  # fmt: skip
+    entry = service.entry_for(manifest, request, embedder)
+    try:
+        new = not register or check_entry(manifest, entry)  # a taken name: refused before training
+    except ManifestError as exc:
+        raise fail(str(exc)) from exc
     with open_model(config, embedder, "embedder") as model:
         try:
             outcome = service.train(
@@ -59,7 +64,7 @@ def train_head(
         typer.echo(f"saved {outcome.head}; not registered (--no-register)")
         return
     try:
-        added = service.register(manifest, request, outcome, embedder)
+        added = new and service.register(manifest, entry)
     except ManifestError as exc:
         raise fail(str(exc)) from exc
     typer.echo(

@@ -1,4 +1,4 @@
-"""The GBIF species API (``GET {GBIF_API_URL}/species/match``), called carefully.
+"""The GBIF API (``GET {GBIF_API_URL}/species/match``, ``/occurrence/search``), called carefully.
 
 Every call goes through one client: connect/read timeouts and an overall deadline, retries with
 exponential backoff on 429, 5xx and timeouts (honouring Retry-After), a semaphore bounding the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -83,6 +83,42 @@ class GbifClient:
             return GbifAnswer(cached.payload, "hit")
         try:
             payload = await self._get("species/match", query)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            if cached is None:
+                raise
+            log.warning("GBIF failed (%s); serving a cached answer %.0f s old", exc.message, cached.age_s)
+            return GbifAnswer(cached.payload, "stale")
+        await asyncio.to_thread(self._cache.put, key, payload)
+        return GbifAnswer(payload, "miss")
+
+    async def occurrence_facets(
+        self, query: Mapping[str, str | int], *, max_wait_s: float | None = None
+    ) -> GbifAnswer:
+        """``GET occurrence/search`` with ``query`` (facets wanted, e.g. ``facet=speciesKey``,
+        ``limit=0``), with the same care as ``match``: retries, a concurrency slot, the SQLite
+        cache with its TTL, and a stale answer when GBIF fails.
+
+        ``max_wait_s`` (seconds) bounds the whole wait for GBIF, the slot included, for callers on
+        a request's path; past it GBIF counts as failed (a stale answer, else UpstreamTimeout).
+        An answer without GBIF's ``count`` and ``facets`` is an UpstreamError, never cached."""
+        params = {k: str(v) for k, v in query.items()}
+        key = "occurrence/search?" + urlencode(sorted(params.items()))
+        cached = await asyncio.to_thread(self._cache.get, key)
+        if cached is not None and cached.age_s < self._settings.cache_ttl_s:
+            return GbifAnswer(cached.payload, "hit")
+        try:
+            try:
+                async with asyncio.timeout(max_wait_s):
+                    payload = await self._get("occurrence/search", params)
+            except TimeoutError as exc:  # only ours: _get turns its own deadline into UpstreamTimeout
+                raise UpstreamTimeout(
+                    f"GBIF did not answer within {max_wait_s:g} s", detail={"upstream": "gbif"}
+                ) from exc
+            if not isinstance(payload.get("count"), int) or not isinstance(payload.get("facets"), list):
+                raise UpstreamError(
+                    "GBIF answered an occurrence search without its count and facets",
+                    detail={"upstream": "gbif"},
+                )
         except (UpstreamError, UpstreamTimeout) as exc:
             if cached is None:
                 raise

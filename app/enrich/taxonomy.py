@@ -44,6 +44,17 @@ class Taxon(BaseModel):
     orderKey: int | None = None
     familyKey: int | None = None
     genusKey: int | None = None
+    # The accepted species' key (GBIF match answers carry it; for a synonym usageKey is the
+    # synonym's own key, for a subspecies the subspecies'). Files written before it lack it.
+    speciesKey: int | None = None
+
+    @property
+    def species_key(self) -> int | None:
+        """The key GBIF files this species' occurrences under (their ``speciesKey``): speciesKey,
+        else the usageKey of a SPECIES usage (older taxonomy files), else None (a genus, say)."""
+        if self.speciesKey is not None:
+            return self.speciesKey
+        return self.usageKey if self.rank == "SPECIES" else None
 
     def at(self, rank: str) -> tuple[str, int | None] | None:
         name = getattr(self, "class_" if rank == "class" else rank)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +83,15 @@ def decode(
 
     ``transform`` (training-time augmentation: a flip, a crop) sees the upright RGB photo before
     the resize to the model's input."""
+    return decode_for(data, [spec], max_pixels=max_pixels, transform=transform)[0]
+
+
+def decode_for(
+    data: bytes, specs: Sequence[InputSpec], *, max_pixels: int, transform: Transform | None = None
+) -> list[DecodedImage]:
+    """One decode of the photo, resized for each of ``specs`` (several models, one photo): the
+    JPEG draft scale is chosen for the largest input, so a single-spec call gives exactly what
+    ``decode`` gives. Worker threads only."""
     claimed = _claimed_format(data)
     # Pillow registers the WebP opener only on full init; open(formats=...) does not trigger it.
     Image.init()
@@ -100,17 +109,16 @@ def decode(
             # Orientations 5-8 turn the photo by 90 degrees: report the size as it is seen.
             turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             original = (height, width) if turned else (width, height)
-            height_in, width_in = spec.size
             if fmt in ("JPEG", "MPO"):
                 # draft() keeps the result at or above the requested size; ask for the square
                 # of the larger side so the EXIF turn cannot leave it too small.
-                side = max(height_in, width_in)
+                side = max(max(spec.size) for spec in specs)
                 image.draft("RGB", (side, side))
             ImageOps.exif_transpose(image, in_place=True)
             rgb = _to_rgb(image)
             if transform is not None:
                 rgb = transform(rgb)
-            resized = rgb.resize((width_in, height_in), Image.Resampling.BILINEAR)
+            resized = [rgb.resize(spec.size[::-1], Image.Resampling.BILINEAR) for spec in specs]
     except PayloadTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -123,8 +131,10 @@ def decode(
         raise UndecodableImage(
             f"the {claimed} image is corrupt or truncated: {exc}", detail={"format": claimed}
         ) from exc
-
-    return DecodedImage(pixels=_to_input(resized, spec), format=fmt, width=original[0], height=original[1])
+    return [
+        DecodedImage(pixels=_to_input(image, spec), format=fmt, width=original[0], height=original[1])
+        for image, spec in zip(resized, specs, strict=True)
+    ]
 
 
 def _claimed_format(data: bytes) -> str:

@@ -11,9 +11,10 @@ import numpy.typing as npt
 
 from app.core import InputSpec, Label, softmax
 from app.errors import ModelUnavailable
-from app.models.backends.base import Backend
+from app.models.backends.base import Backend, FeatureBackend
 from app.models.batcher import MicroBatcher
 from app.models.manifest import ModelSpec
+from app.models.scope import ModelScope
 
 ModelState = Literal["pending", "loading", "ready", "missing", "failed"]
 
@@ -34,6 +35,7 @@ class LoadedModel:
     batcher: MicroBatcher | None = None  # SavedModels: concurrent requests share one call
     input: InputSpec | None = None  # what to decode to: the spec's, or a head's embedder's
     file_mtime_ns: int | None = None  # a reload reloads an entry whose file changed
+    scope: ModelScope | None = None  # classifiers: calibration and the open-set signal
 
     @property
     def name(self) -> str:
@@ -54,3 +56,14 @@ class LoadedModel:
             raise ModelUnavailable(f"model {self.spec.name} is {self.state}: {self.reason}")
         out = self.backend.predict(batch)
         return softmax(out) if self.spec.output == "logits" else out
+
+    def predict_with_features(
+        self, batch: npt.NDArray[np.generic]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """``predict`` plus the pre-logit features from the same call, where the backend gives
+        them (None otherwise)."""
+        backend = self.backend
+        if isinstance(backend, FeatureBackend):
+            out, features = backend.predict_with_features(batch)
+            return (softmax(out) if self.spec.output == "logits" else out), features
+        return self.predict(batch), None

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.models.backends.base import Backend, BackendError
+from app.models.backends.base import Backend, BackendError, FeatureBackend
 from app.models.batcher import MicroBatcher
 from app.models.checksum import tree_sha256
 from app.models.labels import Label, load_labels
 from app.models.loaded import LoadedModel
 from app.models.manifest import Manifest, ModelSpec
+from app.models.scope import ModelScope, load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def load_entry(
             assert model.location is not None
             model.backend = _open_backend(spec, manifest.resolve(model.location), model.location, options)
         _check_outputs(model)
+        if spec.task == "classifier":
+            model.scope = _scope(model, manifest)
     except (BackendError, OSError, ValueError) as exc:
         model.state, model.reason = "failed", str(exc)
         if model.backend is not None:
@@ -144,6 +147,17 @@ def _open_head(model: LoadedModel, embedder: LoadedModel | None) -> Backend:
         embedder_dim=embedder.output_dim,
         features=embedder.predict,
     )
+
+
+def _scope(model: LoadedModel, manifest: Manifest) -> ModelScope:
+    spec = model.spec
+    calibration = (
+        load_calibration(manifest.resolve(spec.calibration), model.sha256) if spec.calibration else None
+    )
+    weights = model.backend.class_weights if isinstance(model.backend, FeatureBackend) else None
+    if weights is not None and weights.rows.shape[0] != len(model.labels):
+        raise BackendError(f"class weights have {weights.rows.shape[0]} rows for {len(model.labels)} labels")
+    return ModelScope(calibration, weights, background_index=spec.background_index)
 
 
 def _check_outputs(model: LoadedModel) -> None:

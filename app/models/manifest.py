@@ -46,6 +46,12 @@ class ModelSpec(BaseModel):
     # SavedModel: signature and output key; TFLite: name of an intermediate tensor to read.
     signature: str = "serving_default"
     output_key: str | None = None
+    # TFLite classifiers: the pre-logit features read from the same invoke, and the final layer's
+    # weights; together they give the open-set signal (app.models.scope) /v1/identify uses.
+    features_tensor: str | None = None
+    class_weights_tensor: str | None = None
+    # What `python -m app calibrate` fitted for this model (temperature, scope threshold).
+    calibration: str | None = None
     source: str = ""  # where download_volume.sh gets the official file
 
     @model_validator(mode="after")
@@ -117,17 +123,25 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"model manifest {path} invalid: {exc}") from exc
 
 
+def check_entry(path: Path, entry: dict[str, str]) -> bool:
+    """Whether ``entry`` is new: False when an identical entry is already there; ManifestError
+    when the name is taken by another entry (ask before producing the files it points at)."""
+    current = load_manifest(path).models if path.exists() else []
+    same = next((spec for spec in current if spec.name == entry["name"]), None)
+    if same is None:
+        return True
+    if all(str(getattr(same, key)) == value for key, value in entry.items()):
+        return False
+    raise ManifestError(f"{path} already has a model named {entry['name']!r}: choose another name")
+
+
 def add_entry(path: Path, entry: dict[str, str]) -> bool:
     """Append ``entry`` as a ``[[models]]`` table, keeping the file as written (comments and
     all). False when an identical entry is already there; ManifestError when the name is taken
     by another entry. The result is validated before it is written."""
+    if not check_entry(path, entry):
+        return False
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    current = load_manifest(path).models if path.exists() else []
-    same = next((spec for spec in current if spec.name == entry["name"]), None)
-    if same is not None:
-        if all(str(getattr(same, key)) == value for key, value in entry.items()):
-            return False
-        raise ManifestError(f"{path} already has a model named {entry['name']!r}: choose another name")
     # JSON strings are valid TOML basic strings.
     block = "\n[[models]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in entry.items())
     updated = text + ("" if text.endswith("\n") or not text else "\n") + block

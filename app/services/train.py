@@ -53,6 +53,8 @@ def train(
     fit, save, and evaluate the validation split through the exported arrays. ValueError when
     the photos cannot make a head (too few per species, unknown augmentation)."""
     check_augmentations(request.augment)
+    if len({image.scientific_name for image in request.images}) < 2:
+        raise ValueError("a head needs photos of at least 2 species")
     images, work = request.images, request.target / ".work"
     paths = [image.path for image in images]
 
@@ -104,9 +106,15 @@ def train(
     return TrainOutcome(head, trained, report, embedded.failures)
 
 
-def register(manifest_path: Path, request: TrainRequest, outcome: TrainOutcome, embedder: str) -> bool:
+def register(manifest_path: Path, entry: dict[str, str]) -> bool:
     """Adds the head's entry to the manifest (validated first; comments kept). False when the
     same entry is already there; ManifestError when the name is taken."""
+    return add_entry(manifest_path, entry)
+
+
+def entry_for(manifest_path: Path, request: TrainRequest, embedder: str) -> dict[str, str]:
+    """The manifest entry the head will have: known before training, so a taken name is refused
+    (``check_entry``) before the files of the head registered under it are overwritten."""
     base = manifest_path.resolve().parent
 
     def shown(path: Path) -> str:
@@ -115,14 +123,13 @@ def register(manifest_path: Path, request: TrainRequest, outcome: TrainOutcome, 
         written = path.resolve()
         return str(written.relative_to(base) if written.is_relative_to(base) else written)
 
-    entry = {
+    return {
         "name": request.name,
         "task": "classifier",
         "format": "head",
         "embedder": embedder,
-        "file": shown(outcome.head),
+        "file": shown(request.target / "head.npz"),
         "labels": shown(request.target / "labels.csv"),
         "output": "logits",
-        "description": f"{outcome.trained.kind} head on {embedder}, trained on {request.dataset}",
+        "description": f"{request.kind} head on {embedder}, trained on {request.dataset}",
     }
-    return add_entry(manifest_path, entry)

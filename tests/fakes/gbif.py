@@ -5,10 +5,23 @@ Passer domesticus, its misspelling and a nonsense name answer what api.gbif.org 
 from ``LINEAGE`` where the genus is listed (the keys are the fake's own, not GBIF's). Tests steer
 failures: ``fail_next`` (statuses to answer first), ``fail_names`` (always 500 for those names),
 ``stall`` (seconds before answering) and read ``hits`` / ``max_in_flight``.
+
+``GET /v1/occurrence/search`` answers in GBIF's shape (``count``, ``results``, ``facets`` with
+``{"field": "SPECIES_KEY", "counts": [{"name": "<key>", "count": n}]}``) from ``occurrences``:
+rows ``(south, north, west, east, month | None, {speciesKey: records})``. A row counts when its
+box lies within the query's ``decimalLatitude``/``decimalLongitude`` ranges ("a,b", edges
+included; an absent range does not filter) and its month is the query's (a row whose month is
+None counts for every month; a query without a month counts every row). ``facetLimit`` keeps the
+top N species by records (GBIF's default 10), ``count`` sums all the rows' records, ``limit=0``
+leaves ``results`` empty. Occurrence queries have their own switches (``occurrence_fail_next``,
+``occurrence_status``, ``occurrence_stall``, ``occurrence_invalid_json``; ``delay`` applies to
+both), are counted per (decimalLatitude, decimalLongitude, month) in ``occurrence_hits`` and
+logged in ``occurrence_queries``, never in ``hits``; ``reset_occurrences()`` clears them all.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -17,6 +30,9 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+# (south, north, west, east, month | None, {speciesKey: records})
+OccurrenceRow = tuple[float, float, float, float, int | None, dict[int, int]]
 
 PASSER_DOMESTICUS = {
     "usageKey": 5231190,
@@ -79,6 +95,19 @@ def synthesized(name: str) -> dict[str, Any]:
     return body
 
 
+def _range(query: dict[str, str], name: str) -> tuple[float, float] | None:
+    if name not in query:
+        return None
+    parts = query[name].split(",")
+    try:
+        low, high = float(parts[0]), float(parts[-1])
+    except ValueError:
+        raise ValueError(f"{name}={query[name]!r} is not a number or a range 'a,b'") from None
+    if len(parts) > 2 or low > high:
+        raise ValueError(f"{name}={query[name]!r} is not a range 'a,b'")
+    return low, high
+
+
 class FakeGbif:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
@@ -89,6 +118,7 @@ class FakeGbif:
         self.delay = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.reset_occurrences()
         self._lock = threading.Lock()
         fake = self
 
@@ -99,6 +129,9 @@ class FakeGbif:
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                if parts.path == "/v1/occurrence/search":
+                    self._occurrence_search(query)
+                    return
                 with fake._lock:
                     fake.hits[query.get("name", "")] += 1
                     fake.in_flight += 1
@@ -121,8 +154,46 @@ class FakeGbif:
                     with fake._lock:
                         fake.in_flight -= 1
 
+            def _occurrence_search(self, query: dict[str, str]) -> None:
+                cell = (
+                    query.get("decimalLatitude", ""),
+                    query.get("decimalLongitude", ""),
+                    query.get("month"),
+                )
+                with fake._lock:
+                    fake.occurrence_hits[cell] += 1
+                    fake.occurrence_queries.append(dict(query))
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    if fake.occurrence_fail_next:
+                        status = fake.occurrence_fail_next.pop(0)
+                    else:
+                        status = fake.occurrence_status or 200
+                try:
+                    time.sleep(fake.delay)
+                    if fake.occurrence_stall:
+                        time.sleep(fake.occurrence_stall)
+                    if status != 200:
+                        self._send(status, {"error": "Service Unavailable"}, retry_after=status == 429)
+                    elif fake.occurrence_invalid_json:
+                        self._send_bytes(200, b'{"offset":0,"limit":0,"endOfRecords":false,"count":12')
+                    else:
+                        try:
+                            body = fake.occurrence_answer(query)
+                        except ValueError as exc:  # GBIF answers a malformed parameter 400
+                            self._send(400, {"error": str(exc)})
+                        else:
+                            self._send(200, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
             def _send(self, status: int, body: dict[str, Any], retry_after: bool = False) -> None:
-                data = json.dumps(body).encode()
+                self._send_bytes(status, json.dumps(body).encode(), retry_after)
+
+            def _send_bytes(self, status: int, data: bytes, retry_after: bool = False) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -160,6 +231,48 @@ class FakeGbif:
         if verbose and body.get("matchType") != "NONE":
             body["alternatives"] = [{**body, "confidence": 10, "matchType": "FUZZY"}]
         return body
+
+    def reset_occurrences(self) -> None:
+        self.occurrences: list[OccurrenceRow] = []
+        self.occurrence_hits: Counter[tuple[str, str, str | None]] = Counter()
+        self.occurrence_queries: list[dict[str, str]] = []
+        self.occurrence_fail_next: list[int] = []
+        self.occurrence_status: int | None = None  # answer every occurrence query with this status
+        self.occurrence_stall = 0.0
+        self.occurrence_invalid_json = False
+
+    def occurrence_answer(self, query: dict[str, str]) -> dict[str, Any]:
+        lat = _range(query, "decimalLatitude")
+        lon = _range(query, "decimalLongitude")
+        month = int(query["month"]) if "month" in query else None
+        limit = int(query.get("limit", "20"))
+        offset = int(query.get("offset", "0"))
+        facet_limit = int(query.get("facetLimit", "10"))
+        records: Counter[int] = Counter()
+        for south, north, west, east, row_month, counts in list(self.occurrences):
+            if lat is not None and not (lat[0] - 1e-9 <= south and north <= lat[1] + 1e-9):
+                continue
+            if lon is not None and not (lon[0] - 1e-9 <= west and east <= lon[1] + 1e-9):
+                continue
+            if month is not None and row_month is not None and row_month != month:
+                continue
+            records.update(counts)
+        count = sum(records.values())
+        facets = []
+        if query.get("facet", "").replace("_", "").lower() == "specieskey":
+            top = sorted(records.items(), key=lambda item: (-item[1], item[0]))[:facet_limit]
+            facets.append({"field": "SPECIES_KEY", "counts": [{"name": str(k), "count": n} for k, n in top]})
+        flat = (key for key, n in sorted(records.items()) for _ in range(n))  # one per record
+        chosen = itertools.islice(flat, offset, offset + limit) if limit > 0 else ()
+        results = [{"key": 4_000_000_000 + offset + i, "speciesKey": key} for i, key in enumerate(chosen)]
+        return {
+            "offset": offset,
+            "limit": limit,
+            "endOfRecords": offset + limit >= count,
+            "count": count,
+            "results": results,
+            "facets": facets,
+        }
 
     def __enter__(self) -> FakeGbif:
         self._thread.start()

@@ -44,10 +44,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.inferences: list[tuple[str, float, float]] = []
+        self.shared: list[tuple[float, dict[str, float]]] = []
         self.fetches: list[tuple[float, int]] = []
 
     def observe_inference(self, model: str, decode_ms: float, infer_ms: float) -> None:
         self.inferences.append((model, decode_ms, infer_ms))
+
+    def observe_shared(self, decode_ms: float, infer_ms: dict[str, float]) -> None:
+        self.shared.append((decode_ms, infer_ms))
 
     def observe_fetch(self, fetch_ms: float, size: int) -> None:
         self.fetches.append((fetch_ms, size))

@@ -15,7 +15,7 @@ from app.imaging.photo import Photo
 from app.index.species_folders import LabelledImage
 from app.models.manifest import ManifestError, load_manifest
 from app.models.registry import open_registry
-from app.services.train import TrainOutcome, TrainRequest, register, train
+from app.services.train import TrainOutcome, TrainRequest, entry_for, register, train
 from app.settings import ModelSettings
 from tests.services.helpers import MAX_PIXELS, make_identifier
 from tests.support.manifests import insects_features_entry, write_manifest
@@ -92,9 +92,9 @@ def test_the_head_its_labels_and_report_are_written(trained, real_registry):
 
 
 def test_register_adds_an_entry_that_loads_and_serves(trained, chosen, runner):
-    request, outcome, root = trained
+    request, _, root = trained
     manifest = write_manifest(root / "models.toml", [insects_features_entry()])
-    assert register(manifest, request, outcome, EMBEDDER) is True
+    assert register(manifest, entry_for(manifest, request, EMBEDDER)) is True
     spec = next(m for m in load_manifest(manifest).models if m.name == "leeds_head")
     assert (spec.format, spec.embedder, spec.output, spec.task) == ("head", EMBEDDER, "logits", "classifier")
     # Beside the manifest: relative to it.
@@ -113,10 +113,12 @@ def test_register_adds_an_entry_that_loads_and_serves(trained, chosen, runner):
         registry.close()
 
     text = manifest.read_text()
-    assert register(manifest, request, outcome, EMBEDDER) is False  # the same entry: nothing to do
+    assert (
+        register(manifest, entry_for(manifest, request, EMBEDDER)) is False
+    )  # the same entry: nothing to do
     other = replace(request, dataset="another dataset")  # same name, another description
     with pytest.raises(ManifestError, match="already has a model named 'leeds_head'"):
-        register(manifest, other, outcome, EMBEDDER)
+        register(manifest, entry_for(manifest, other, EMBEDDER))
     assert manifest.read_text() == text
 
 
@@ -135,11 +137,11 @@ def test_train_refuses_what_cannot_make_a_head(chosen, real_registry, tmp_path):
 
 
 def test_register_with_a_relative_target_points_the_manifest_at_the_head(trained, monkeypatch):
-    request, outcome, root = trained
+    request, _, root = trained
     (root / "volumes").mkdir(exist_ok=True)
     manifest = write_manifest(root / "volumes" / "models.toml", [insects_features_entry()])
     monkeypatch.chdir(root)  # train-head --out-dir leeds_head, run from root
     relative = replace(request, target=Path("leeds_head"))
-    assert register(manifest, relative, replace(outcome, head=Path("leeds_head/head.npz")), EMBEDDER)
+    assert register(manifest, entry_for(manifest, relative, EMBEDDER))
     spec = next(m for m in load_manifest(manifest).models if m.name == "leeds_head")
     assert load_manifest(manifest).resolve(spec.file).resolve() == (root / "leeds_head" / "head.npz")

@@ -1,9 +1,32 @@
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class ClassWeights:
+    """A classifier's final-layer weights, one row per class, as stored (uint8 for the AIY
+    models): ``row - zero_point`` is proportional to the real row, which is all a cosine needs."""
+
+    rows: npt.NDArray[np.generic]  # [classes, features]
+    zero_point: float
+
+
+@runtime_checkable
+class FeatureBackend(Protocol):
+    """A backend that can also give a classifier's pre-logit features from the same call, and
+    its class weights (the open-set signal, ``app.models.scope``)."""
+
+    @property
+    def class_weights(self) -> ClassWeights | None: ...
+
+    def predict_with_features(
+        self, batch: npt.NDArray[np.generic]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]: ...
 
 
 class BackendError(Exception):

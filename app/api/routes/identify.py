@@ -1,0 +1,88 @@
+"""POST /v1/identify: one observation (1 to 5 photos of one organism), every model at once, with
+where and when, and an honest "I don't know"."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.api import presenters
+from app.api.deps import FetcherDep, ObservationDep, SettingsDep
+from app.api.image_input import ImageInput, read_upload
+from app.api.routes.classify import TopK
+from app.api.schemas import IdentifyResponse, error_responses
+from app.errors import BadRequest, ServiceError
+from app.imaging.fetch import ImageFetcher, parse_url
+from app.imaging.photo import Photo
+from app.services.observation import MAX_PHOTOS, Observation
+
+router = APIRouter(tags=["identify"])
+
+
+@router.post(
+    "/v1/identify",
+    response_model=IdentifyResponse,
+    responses=error_responses(400, 413, 415, 422, 502, 503, 504),
+    summary="Identify an observation: 1-5 photos, every model, a place and a date",
+    description=(
+        "Send 1 to 5 photos of ONE organism: repeat the multipart field `image`, or the query "
+        "parameter `img_url` (or both). Each photo is fetched and decoded once and read by every "
+        "ready classifier; the photos are combined per model, the model whose scope fits best is "
+        "chosen, and with `lat`/`lon` (and `date`) its species are re-ranked by what GBIF has "
+        "recorded near there. When no model covers the photos the answer is `no_match` with the "
+        "reason (`not_an_organism`, `out_of_scope`) and no species; `low_confidence` lists guesses "
+        "and the rollup. `groups` restricts the models (e.g. `groups=bird`)."
+    ),
+)
+async def identify(
+    service: ObservationDep,
+    fetcher: FetcherDep,
+    settings: SettingsDep,
+    image: Annotated[list[UploadFile] | None, File(description="photos of one organism (1-5)")] = None,
+    img_url: Annotated[list[str] | None, Query(max_length=MAX_PHOTOS, description="photo addresses")] = None,
+    lat: Annotated[
+        float | None, Query(ge=-90, le=90, description="WGS84 latitude of the observation")
+    ] = None,
+    lon: Annotated[float | None, Query(ge=-180, le=180, description="WGS84 longitude")] = None,
+    date: Annotated[dt.date | None, Query(description="when (ISO 8601, e.g. 2026-06-21)")] = None,
+    groups: Annotated[list[str] | None, Query(description="only these groups' models, e.g. bird")] = None,
+    top_k: TopK = None,
+) -> IdentifyResponse:
+    uploads, urls = image or [], img_url or []
+    if not 1 <= len(uploads) + len(urls) <= MAX_PHOTOS:
+        raise BadRequest(
+            f"send 1 to {MAX_PHOTOS} photos of one organism (repeat `image` or `img_url`); "
+            f"got {len(uploads) + len(urls)}",
+            detail={"photos": len(uploads) + len(urls), "max": MAX_PHOTOS},
+        )
+    if (lat is None) != (lon is None):
+        raise BadRequest("give lat and lon together", detail={"lat": lat, "lon": lon})
+    numbered = list(enumerate(urls, len(uploads) + 1))  # photos are numbered uploads first
+    for number, url in numbered:
+        try:
+            parse_url(url)  # a malformed address is a 400 before anything runs
+        except ServiceError as exc:
+            raise _naming(exc, number, url) from None
+    service.models_for(frozenset(groups) if groups else None)  # 400/503 before any download
+    cap = settings.images.max_upload_bytes
+    photos = [await read_upload(upload, cap, one_of_many=True) for upload in uploads]
+    photos += await asyncio.gather(*(_fetch(number, url, fetcher, cap) for number, url in numbered))
+    observation = Observation(photos, lat, lon, date, frozenset(groups) if groups else None, top_k)
+    return presenters.observation(await service.identify(observation))
+
+
+async def _fetch(number: int, url: str, fetcher: ImageFetcher, cap: int) -> Photo:
+    try:
+        return await ImageInput(url=url, upload=None).load(fetcher, cap)
+    except ServiceError as exc:
+        raise _naming(exc, number, url) from None
+
+
+def _naming(exc: ServiceError, number: int, name: str) -> ServiceError:
+    """The error of one photo of several says which (as the decode errors do)."""
+    exc.message = f"photo {number} ({name[:200]}): {exc.message}"
+    exc.detail = {**exc.detail, "photo": number}
+    return exc

@@ -1,0 +1,193 @@
+"""identify: one observation (1-5 photos, where and when) or a folder of them, through the
+server's observation service (every model at once, calibrated, with the geo prior)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TextIO
+
+import typer
+
+from app.cli.app import cli
+from app.cli.common import Progress, Workers, bar, fail, settings
+from app.errors import ServiceError
+
+if TYPE_CHECKING:
+    from app.services.observation import ObservationAnswer, ObservationService
+    from app.settings import Settings
+
+CSV_FIELDS = [
+    "observation", "rank", "model", "scientific_name", "common_name", "score", "no_match_reason", "error",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What every observation of the command shares."""
+
+    lat: float | None
+    lon: float | None
+    date: dt.date | None
+    groups: frozenset[str] | None
+    top_k: int
+
+
+@cli.command()
+def identify(
+    photos: Annotated[
+        list[Path], typer.Argument(exists=True, help="1-5 photos of one organism, or one folder")
+    ],
+    lat: Annotated[float | None, typer.Option(min=-90, max=90, help="WGS84 latitude")] = None,
+    lon: Annotated[float | None, typer.Option(min=-180, max=180, help="WGS84 longitude")] = None,
+    date: Annotated[str | None, typer.Option(help="ISO date, e.g. 2026-06-21")] = None,
+    groups: Annotated[list[str] | None, typer.Option(help="only these groups' models")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    out: Annotated[Path | None, typer.Option(help="a folder's CSV (default: stdout)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="the JSON /v1/identify answers")] = False,
+    workers: Workers = None,
+    progress: Progress = True,
+) -> None:
+    """Identify an observation exactly as POST /v1/identify does. A FOLDER holds one observation
+    per sub-folder (its photos), or is a CSV `observation,path`; the answers go to a CSV."""
+    if (lat is None) != (lon is None):
+        raise fail("give --lat and --lon together")
+    where = _Where(lat, lon, _date(date), frozenset(groups) if groups else None, top_k)
+    single = photos[0] if len(photos) == 1 else None
+    folder = single if single is not None and (single.is_dir() or single.suffix == ".csv") else None
+    observations = _observations(folder) if folder is not None else {"photos": photos}
+    asyncio.run(_run(settings(), observations, where, folder, out, json_output, workers, progress))
+
+
+def _date(text: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError as exc:
+        raise fail(f"--date {text!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+
+def _observations(folder: Path) -> dict[str, list[Path]]:
+    from app.index.species_folders import IMAGE_SUFFIXES
+
+    grouped: dict[str, list[Path]] = {}
+    if folder.suffix == ".csv":
+        with folder.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                path = Path(row["path"])
+                grouped.setdefault(row["observation"], []).append(
+                    path if path.is_absolute() else folder.parent / path
+                )
+    else:
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            found = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if found:
+                grouped[sub.name] = found
+    if not grouped:
+        raise fail(f"no observations in {folder}: sub-folders of photos, or a CSV observation,path")
+    return grouped
+
+
+async def _run(
+    config: Settings, observations: dict[str, list[Path]], where: _Where, folder: Path | None,
+    out: Path | None, json_output: bool, workers: int | None, progress: bool,
+) -> None:  # fmt: skip
+    from app.enrich.gbif import open_gbif
+    from app.enrich.geo import GeoPrior
+    from app.enrich.taxonomies import TaxonomyBook
+    from app.models.registry import open_registry
+    from app.models.runner import InferenceRunner
+    from app.services.geo import GeoWeighting
+    from app.services.observation import ObservationService
+
+    registry = await asyncio.to_thread(open_registry, config.models)
+    runner = InferenceRunner(workers=workers or config.models.inference_workers, max_queue=64)
+    try:
+        async with open_gbif(config.gbif) as gbif:
+            service = ObservationService(
+                registry, runner, TaxonomyBook(), config.ranking, max_pixels=config.images.max_pixels,
+                geo=GeoWeighting(GeoPrior(gbif, config.gbif)),
+            )  # fmt: skip
+            if folder is None:
+                _print(await _one(service, observations["photos"], where), json_output)
+                return
+            with out.open("w", newline="", encoding="utf-8") if out else _stdout() as fh:
+                await _many(service, observations, where, fh, progress)
+    finally:
+        runner.shutdown()
+        registry.close()
+
+
+def _stdout() -> TextIO:
+    return open(sys.stdout.fileno(), "w", newline="", encoding="utf-8", closefd=False)
+
+
+async def _one(service: ObservationService, paths: list[Path], where: _Where) -> ObservationAnswer:
+    from app.imaging.photo import Photo
+    from app.services.observation import MAX_PHOTOS, Observation
+
+    if not 1 <= len(paths) <= MAX_PHOTOS:
+        raise fail(f"an observation is 1 to {MAX_PHOTOS} photos, not {len(paths)}")
+    photos = [Photo(data=p.read_bytes(), source="file", name=str(p)) for p in paths]
+    try:
+        return await service.identify(
+            Observation(photos, where.lat, where.lon, where.date, where.groups, where.top_k)
+        )
+    except ServiceError as exc:
+        raise fail(exc.message) from exc
+
+
+async def _many(
+    service: ObservationService,
+    observations: dict[str, list[Path]],
+    where: _Where,
+    fh: TextIO,
+    progress: bool,
+) -> None:
+    writer = csv.DictWriter(fh, CSV_FIELDS)
+    writer.writeheader()
+    failed = 0
+    with bar(len(observations), "identifying", progress) as shown:
+        for name, paths in observations.items():
+            try:
+                answer = await _one(service, paths, where)
+            except typer.Exit:
+                failed += 1
+                writer.writerow({"observation": name, "error": "see the message above"})
+                continue
+            finally:
+                shown.update(1)
+            reason = answer.no_match_reason or ""
+            if not answer.species:
+                writer.writerow({"observation": name, "no_match_reason": reason})
+            for species in answer.species:
+                writer.writerow({
+                    "observation": name, "rank": species.rank, "model": species.model,
+                    "scientific_name": species.label.scientific_name,
+                    "common_name": species.label.common_name or "", "score": f"{species.score:.6f}",
+                    "no_match_reason": reason,
+                })  # fmt: skip
+    typer.echo(f"{len(observations) - failed} observations identified, {failed} failed", err=True)
+
+
+def _print(answer: ObservationAnswer, json_output: bool) -> None:
+    if json_output:
+        from app.api.presenters import observation
+
+        typer.echo(observation(answer).model_dump_json(by_alias=True))
+        return
+    for species in answer.species:
+        common = f" ({species.label.common_name})" if species.label.common_name else ""
+        typer.echo(f"{species.score:.4f}  {species.label.scientific_name}{common}  [{species.model}]")
+    if answer.no_match:
+        typer.echo(f"no match: {answer.no_match_reason}")
+    if answer.rollup is not None:
+        typer.echo(f"it is at least {answer.rollup.rank} {answer.rollup.name} ({answer.rollup.score:.4f})")
+    typer.echo(f"why: {answer.why}")
+    if answer.geo.status != "not_requested":
+        typer.echo(
+            f"geo prior: {answer.geo.status}" + (f" ({answer.geo.reason})" if answer.geo.reason else "")
+        )

@@ -1,0 +1,133 @@
+"""calibrate: fit a classifier's temperature and scope threshold on labelled photos of its own
+group (``app.models.scope``), and measure what the fit gives on them."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from app.index.species_folders import LabelledImage
+from app.models.registry import LoadedModel
+from app.models.scope import Calibration, ModelScope, ScopeSignal, calibrate
+from app.pipeline import infer_files
+
+FLOOR = 1 / 512  # half a step of the AIY models' uint8 output: a 0 is "below 1/256", not impossible
+Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    calibration: Calibration
+    not_in_model: list[str]  # species of the photos the model has no class for (threshold only)
+    failures: list[tuple[Path, str]]
+
+
+def nll(probabilities: Array, truth: npt.NDArray[np.int64], temperature: float) -> float:
+    p = calibrate(probabilities, temperature, FLOOR)
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(truth)), truth], 1e-12))))
+
+
+def fit_temperature(probabilities: Array, truth: npt.NDArray[np.int64]) -> float:
+    """Golden-section search of log T in [1/20, 20] for the least negative log-likelihood."""
+    low, high = math.log(0.05), math.log(20.0)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if nll(probabilities, truth, math.exp(a)) < nll(probabilities, truth, math.exp(b)):
+            high = b
+        else:
+            low = a
+    return math.exp((low + high) / 2)
+
+
+def ece(probabilities: Array, truth: npt.NDArray[np.int64], bins: int = 10) -> float:
+    """Expected calibration error of the top-1 confidence."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == truth
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            total += inside.mean() * abs(float(confidence[inside].mean()) - float(correct[inside].mean()))
+    return total
+
+
+def fit(
+    model: LoadedModel,
+    images: list[LabelledImage],
+    *,
+    dataset: str,
+    max_pixels: int,
+    workers: int,
+    acceptance: float = 0.95,
+    on_progress: Callable[[int], None] | None = None,
+) -> CalibrationFit:
+    """``images``: photos of the model's own group (every one in scope); those whose species the
+    model has also fit the temperature. The threshold keeps ``acceptance`` of them in scope."""
+    if model.scope is None:
+        raise ValueError(f"{model.name} is not a classifier")
+    paths = [image.path for image in images]
+    inferred = infer_files(
+        model, paths, max_pixels=max_pixels, workers=workers, on_progress=on_progress, with_features=True
+    )
+    ok = np.flatnonzero(inferred.ok)
+    if len(ok) < 10:
+        raise ValueError(f"{len(ok)} readable photos: a calibration needs at least 10")
+    weights, features = model.scope.weights, inferred.features
+    signal: ScopeSignal = (
+        "class_cosine" if weights is not None and features is not None else "max_probability"
+    )
+    uncalibrated = ModelScope(None, weights, background_index=model.spec.background_index)
+    scores = []
+    for i in ok:
+        assessment = uncalibrated.assess(inferred.outputs[i], None)  # the top species, max probability
+        if features is not None and signal == "class_cosine":
+            scores.append(uncalibrated.class_cosine(features[i], assessment.top))
+        else:
+            scores.append(assessment.scope)
+    threshold = float(np.quantile(np.array(scores), 1.0 - acceptance, method="lower"))
+
+    index = {label.scientific_name.lower(): i for i, label in enumerate(model.labels)}
+    known = [i for i in ok if images[i].scientific_name.lower() in index]
+    missing = sorted({images[i].scientific_name for i in ok} - {images[i].scientific_name for i in known})
+    figures: dict[str, float] = {"acceptance_fitted": float(np.mean(np.array(scores) >= threshold))}
+    temperature = 1.0
+    if len(known) >= 10:
+        probabilities = inferred.outputs[known]
+        truth = np.array([index[images[i].scientific_name.lower()] for i in known], np.int64)
+        temperature = fit_temperature(probabilities, truth)
+        figures |= {
+            "top1": float(np.mean(probabilities.argmax(axis=1) == truth)),
+            "nll_before": nll(probabilities, truth, 1.0),
+            "nll_after": nll(probabilities, truth, temperature),
+            "ece_before": ece(calibrate(probabilities, 1.0, FLOOR), truth),
+            "ece_after": ece(calibrate(probabilities, temperature, FLOOR), truth),
+        }
+    calibration = Calibration(
+        model=model.name,
+        sha256=model.sha256,
+        temperature=temperature,
+        probability_floor=FLOOR,
+        scope_signal=signal,
+        scope_threshold=threshold,
+        acceptance=acceptance,
+        fitted_on=dataset,
+        photos=len(ok),
+        photos_in_model=len(known),
+        figures=figures,
+    )
+    return CalibrationFit(calibration, missing, inferred.failures)
+
+
+def write(calibration: Calibration, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(calibration.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
