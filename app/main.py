@@ -66,7 +66,7 @@ async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
     state.index_writer = IndexWriter(state.lookup, runner, max_pixels=max_pixels)
     state.observation = ObservationService(
         registry, runner, taxonomies, config.ranking, max_pixels=max_pixels,
-        geo=GeoWeighting(GeoPrior(state.gbif, config.gbif)), observer=metrics,
+        geo=GeoWeighting(GeoPrior(state.gbif, config.gbif)), lookup=state.lookup, observer=metrics,
     )  # fmt: skip
     security = config.security
     state.rate_limiter = (

@@ -90,4 +90,44 @@ GBIF_MATCH: list[JsonValue] = [
     }
 ]
 
-IDENTIFY: list[JsonValue] = []  # filled from a real answer below
+IDENTIFY: list[JsonValue] = [
+    {  # the chickadee sample through both AIY models, shipped calibrations (top_k=2)
+        "results": [
+            {
+                "rank": 1, "model": "aiy_birds_v1", "group": "bird", "index": 659,
+                "scientific_name": "Poecile atricapillus", "common_name": "Black-capped Chickadee",
+                "score": 0.9657, "vision_score": 0.9657, "geo_weight": None, "geo_records": None,
+                "per_photo": [0.9657], "taxonomy": None,
+            },
+            {
+                "rank": 2, "model": "aiy_birds_v1", "group": "bird", "index": 658,
+                "scientific_name": "Poecile carolinensis", "common_name": "Carolina Chickadee",
+                "score": 0.0161, "vision_score": 0.0161, "geo_weight": None, "geo_records": None,
+                "per_photo": [0.0161], "taxonomy": None,
+            },
+        ],
+        "no_match": False,
+        "no_match_reason": None,
+        "group": "bird",
+        "model": "aiy_birds_v1",
+        "why": (
+            "aiy_birds_v1 fits best (class_cosine 0.398 >= its threshold 0.272); others: aiy_insects_v1 0.287"
+        ),
+        "models": [
+            {
+                "model": "aiy_birds_v1", "group": "bird", "signal": "class_cosine", "scope": 0.3984,
+                "threshold": 0.2719, "accepted": True, "background": 0.0, "best": "Poecile atricapillus",
+                "best_score": 0.9657,
+            },
+            {
+                "model": "aiy_insects_v1", "group": "insect", "signal": "class_cosine", "scope": 0.2873,
+                "threshold": 0.3764, "accepted": False, "background": 0.0, "best": "Acanthocephala declivis",
+                "best_score": 0.6378,
+            },
+        ],
+        "rollup": None,
+        "geo": {"status": "not_requested", "reason": "no lat/lon given"},
+        "photos": [{"source": "upload", "format": "BMP", "width": 512, "height": 343, "bytes": 526986}],
+        "timings_ms": {"fetch_ms": None, "decode_ms": 1.3, "infer_ms": 26.5, "total_ms": 44.1},
+    }
+]  # fmt: skip

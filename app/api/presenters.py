@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from app.api.schemas import (
-    ClassificationResponse,
+from app.api.observation_schemas import (
     GeoCellInfo,
     GeoInfo,
     IdentifyResponse,
+    IndexAnswer,
+    ModelAssessment,
+    ObservedSpeciesResult,
+)
+from app.api.schemas import (
+    ClassificationResponse,
     ImageInfo,
     IndexInfo,
     LookupResponse,
     LookupResult,
-    ModelAssessment,
     ModelInfo,
-    ObservedSpeciesResult,
     RollupInfo,
     SpeciesResult,
     TaxonInfo,
@@ -54,7 +57,13 @@ def image_info(photo: Photo | None, image: DecodedImage | None) -> ImageInfo:
 
 def timings(t: StageTimings | None) -> Timings:
     assert t is not None, "a served answer carries its timings"
-    return Timings(**asdict(t))
+    return Timings(
+        fetch_ms=t.fetch_ms,
+        decode_ms=t.decode_ms,
+        infer_ms=t.infer_ms,
+        search_ms=t.search_ms,
+        total_ms=t.total_ms,
+    )
 
 
 def classification(found: Identification) -> ClassificationResponse:
@@ -94,22 +103,26 @@ def index_info(index: SpeciesIndex) -> IndexInfo:
     )
 
 
+def lookup_results(found: LookupAnswer) -> list[LookupResult]:
+    return [
+        LookupResult(
+            rank=hit.rank,
+            index=hit.index,
+            scientific_name=hit.label.scientific_name,
+            common_name=hit.label.common_name,
+            score=hit.score,
+            neighbours=hit.neighbours,
+            similarity=hit.similarity,
+            taxonomy=taxon_info(hit.taxon),
+        )
+        for hit in found.species
+    ]
+
+
 def lookup(found: LookupAnswer) -> LookupResponse:
     return LookupResponse(
         index=index_info(found.index),
-        results=[
-            LookupResult(
-                rank=hit.rank,
-                index=hit.index,
-                scientific_name=hit.label.scientific_name,
-                common_name=hit.label.common_name,
-                score=hit.score,
-                neighbours=hit.neighbours,
-                similarity=hit.similarity,
-                taxonomy=taxon_info(hit.taxon),
-            )
-            for hit in found.species
-        ],
+        results=lookup_results(found),
         no_match=found.no_match,
         no_match_reason=found.no_match_reason,
         rollup=rollup_info(found.rollup),
@@ -161,6 +174,15 @@ def observation(found: ObservationAnswer) -> IdentifyResponse:
         geo=geo_info(found.geo),
         photos=[image_info(photo, image) for photo, image in found.photos],
         timings_ms=timings(found.timings),
+        index=IndexAnswer(
+            index=index_info(found.index.index),
+            results=lookup_results(found.index),
+            no_match=found.index.no_match,
+            no_match_reason=found.index.no_match_reason,
+            rollup=rollup_info(found.index.rollup),
+        )
+        if found.index is not None
+        else None,
     )
 
 

@@ -33,6 +33,7 @@ class TaxonInfo(BaseModel):
     orderKey: int | None = None
     familyKey: int | None = None
     genusKey: int | None = None
+    speciesKey: int | None = Field(default=None, description="the accepted species (for a synonym)")
 
 
 class RollupInfo(BaseModel):
@@ -231,70 +232,3 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries so /docs shows the error shape for each status a route can return."""
     return {status: {"model": ErrorResponse} for status in statuses}
-
-
-class ObservedSpeciesResult(BaseModel):
-    rank: int = Field(ge=1, description="1 = best")
-    model: str = Field(description="the model that named it")
-    group: str | None
-    index: int = Field(ge=0, description="class index in that model's label map")
-    scientific_name: str
-    common_name: str | None = None
-    score: float = Field(
-        ge=0.0, le=1.0, description="calibrated probability for the observation (after the geo prior, if any)"
-    )
-    vision_score: float = Field(ge=0.0, le=1.0, description="the same before the geo prior")
-    geo_weight: float | None = Field(default=None, description="the prior's factor (floor..1); null without")
-    geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
-    per_photo: list[float] = Field(description="each photo's calibrated probability for this species")
-    taxonomy: TaxonInfo | None = None
-
-
-class ModelAssessment(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str
-    group: str | None
-    signal: Literal["class_cosine", "max_probability"] = Field(description="the scope signal (README)")
-    scope: float = Field(description="the photos' mean scope signal")
-    threshold: float = Field(description="accepted at or above (the model's calibration, else MIN_SCORE)")
-    accepted: bool
-    background: float | None = Field(description="mean probability of the model's background class")
-    best: str = Field(description="the model's best species for the photos, whatever its scope")
-    best_score: float
-
-
-class GeoCellInfo(BaseModel):
-    south: float
-    north: float
-    west: float
-    east: float
-    month: int | None
-
-
-class GeoInfo(BaseModel):
-    status: Literal["applied", "not_requested", "unavailable", "not_linked"]
-    reason: str | None = Field(default=None, description="why there is no prior")
-    cell: GeoCellInfo | None = None
-    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
-    cache: Literal["hit", "miss", "stale"] | None = None
-
-
-class IdentifyResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": examples.IDENTIFY})
-
-    results: list[ObservedSpeciesResult] = Field(
-        description="best first, across models; empty when no model covers the photos"
-    )
-    no_match: bool
-    no_match_reason: Literal["not_an_organism", "out_of_scope", "low_confidence"] | None = None
-    group: str | None = Field(
-        description="the group chosen (its model's manifest group); null when none fits"
-    )
-    model: str | None = Field(description="the model chosen; null when no model's scope accepts the photos")
-    why: str = Field(description="why that model, in words")
-    models: list[ModelAssessment] = Field(description="what every model made of the photos")
-    rollup: RollupInfo | None = None
-    geo: GeoInfo
-    photos: list[ImageInfo]
-    timings_ms: Timings

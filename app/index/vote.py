@@ -67,3 +67,23 @@ def query(
     return [
         vote(sims[i], rows[i], index.rows, top_k=top_k, temperature=temperature) for i in range(len(features))
     ]
+
+
+def merge(per_photo: list[list[SpeciesVote]]) -> list[SpeciesVote]:
+    """Several photos of one organism: each species' mean share of the votes (0 from a photo
+    whose neighbours lack it), its neighbours summed, its nearest photo over all; best first."""
+    if not per_photo:
+        return []
+    shares: dict[int, list[float]] = {}
+    counts: dict[int, int] = {}
+    nearest: dict[int, float] = {}
+    for votes in per_photo:
+        for v in votes:
+            shares.setdefault(v.label, []).append(v.score)
+            counts[v.label] = counts.get(v.label, 0) + v.neighbours
+            nearest[v.label] = max(nearest.get(v.label, -1.0), v.similarity)
+    merged = [
+        SpeciesVote(label, min(sum(s) / len(per_photo), 1.0), counts[label], nearest[label])
+        for label, s in shares.items()
+    ]
+    return sorted(merged, key=lambda v: (-v.score, -v.similarity, v.label))

@@ -80,36 +80,19 @@ def fit(
     ok = np.flatnonzero(inferred.ok)
     if len(ok) < 10:
         raise ValueError(f"{len(ok)} readable photos: a calibration needs at least 10")
-    weights, features = model.scope.weights, inferred.features
-    signal: ScopeSignal = (
-        "class_cosine" if weights is not None and features is not None else "max_probability"
+    signal, scores = scope_scores(
+        model, inferred.outputs[ok], None if inferred.features is None else inferred.features[ok]
     )
-    uncalibrated = ModelScope(None, weights, background_index=model.spec.background_index)
-    scores = []
-    for i in ok:
-        assessment = uncalibrated.assess(inferred.outputs[i], None)  # the top species, max probability
-        if features is not None and signal == "class_cosine":
-            scores.append(uncalibrated.class_cosine(features[i], assessment.top))
-        else:
-            scores.append(assessment.scope)
-    threshold = float(np.quantile(np.array(scores), 1.0 - acceptance, method="lower"))
-
+    threshold = float(np.quantile(scores, 1.0 - acceptance, method="lower"))
     index = {label.scientific_name.lower(): i for i, label in enumerate(model.labels)}
     known = [i for i in ok if images[i].scientific_name.lower() in index]
     missing = sorted({images[i].scientific_name for i in ok} - {images[i].scientific_name for i in known})
-    figures: dict[str, float] = {"acceptance_fitted": float(np.mean(np.array(scores) >= threshold))}
+    figures: dict[str, float] = {"acceptance_fitted": float(np.mean(scores >= threshold))}
     temperature = 1.0
     if len(known) >= 10:
-        probabilities = inferred.outputs[known]
         truth = np.array([index[images[i].scientific_name.lower()] for i in known], np.int64)
-        temperature = fit_temperature(probabilities, truth)
-        figures |= {
-            "top1": float(np.mean(probabilities.argmax(axis=1) == truth)),
-            "nll_before": nll(probabilities, truth, 1.0),
-            "nll_after": nll(probabilities, truth, temperature),
-            "ece_before": ece(calibrate(probabilities, 1.0, FLOOR), truth),
-            "ece_after": ece(calibrate(probabilities, temperature, FLOOR), truth),
-        }
+        temperature, measured = fit_with_figures(inferred.outputs[known], truth)
+        figures |= measured
     calibration = Calibration(
         model=model.name,
         sha256=model.sha256,
@@ -124,6 +107,38 @@ def fit(
         figures=figures,
     )
     return CalibrationFit(calibration, missing, inferred.failures)
+
+
+def scope_scores(
+    model: LoadedModel, outputs: Array, features: Array | None
+) -> tuple[ScopeSignal, npt.NDArray[np.float64]]:
+    """Each photo's scope signal, uncalibrated: class_cosine where the model gives features and
+    class weights, else the max species probability."""
+    assert model.scope is not None
+    weights = model.scope.weights
+    signal: ScopeSignal = (
+        "class_cosine" if weights is not None and features is not None else "max_probability"
+    )
+    uncalibrated = ModelScope(None, weights, background_index=model.spec.background_index)
+    scores = []
+    for row, probabilities in enumerate(outputs):
+        assessment = uncalibrated.assess(probabilities, None)  # the top species, max probability
+        if signal == "class_cosine" and features is not None:
+            scores.append(uncalibrated.class_cosine(features[row], assessment.top))
+        else:
+            scores.append(assessment.scope)
+    return signal, np.array(scores, np.float64)
+
+
+def fit_with_figures(probabilities: Array, truth: npt.NDArray[np.int64]) -> tuple[float, dict[str, float]]:
+    temperature = fit_temperature(probabilities, truth)
+    return temperature, {
+        "top1": float(np.mean(probabilities.argmax(axis=1) == truth)),
+        "nll_before": nll(probabilities, truth, 1.0),
+        "nll_after": nll(probabilities, truth, temperature),
+        "ece_before": ece(calibrate(probabilities, 1.0, FLOOR), truth),
+        "ece_after": ece(calibrate(probabilities, temperature, FLOOR), truth),
+    }
 
 
 def write(calibration: Calibration, path: Path) -> None:

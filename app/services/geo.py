@@ -49,7 +49,10 @@ class GeoWeighting:
         lat: float,
         lon: float,
         month: int | None,
+        background_index: int | None = None,
     ) -> tuple[Array, GeoOutcome]:
+        """The species re-weighted and renormalised among themselves: the background class
+        (no GBIF key) keeps its probability and is neither favoured nor demoted."""
         if not taxonomy:
             return probabilities, GeoOutcome(
                 "not_linked", "the model's labels are not linked to GBIF: run `python -m app link-gbif`"
@@ -63,7 +66,11 @@ class GeoWeighting:
         ]
         weights = self.prior.weigh(nearby, keys).weights
         records = np.array([nearby.counts.get(key, 0) if key is not None else 0 for key in keys], np.int64)
-        weighted = np.asarray(blend(probabilities, weights), dtype=np.float32)
+        species = np.ones(len(labels), dtype=bool)
+        if background_index is not None:
+            species[background_index] = False
+        weighted = np.array(probabilities, dtype=np.float32)
+        weighted[species] = blend(probabilities[species], weights[species])
         outcome = GeoOutcome(
             "applied",
             None,

@@ -102,7 +102,7 @@ class Lookup:
         inference = await infer(self.runner, embedder, photo.data, self.max_pixels)
         observe(self.observer, embedder.name, photo, inference.decode_ms, inference.infer_ms)
         search_started = time.perf_counter()
-        (votes,) = await self.runner.run(self._votes, index, inference.output[np.newaxis])
+        (votes,) = await self.runner.run(self.votes, index, inference.output[np.newaxis])
         search_ms = (time.perf_counter() - search_started) * 1000
         answer = self.interpret(index, votes, top_k)
         timings = Timings(
@@ -116,7 +116,7 @@ class Lookup:
             index, answer.species, answer.no_match_reason, answer.rollup, photo, inference.image, timings
         )
 
-    def _votes(self, index: SpeciesIndex, features: npt.NDArray[np.float32]) -> list[list[SpeciesVote]]:
+    def votes(self, index: SpeciesIndex, features: npt.NDArray[np.float32]) -> list[list[SpeciesVote]]:
         """project -> k-NN -> vote, in a worker thread (an exact search over 100k photos takes ms).
         Every species among the neighbours: the rollup needs them all, the answer the first top_k."""
         return query(
@@ -173,6 +173,6 @@ class Lookup:
         results: list[LookupAnswer | None] = [None] * len(paths)
         good = np.flatnonzero(inferred.ok)
         if good.size:
-            for i, votes in zip(good, self._votes(index, inferred.outputs[good]), strict=True):
+            for i, votes in zip(good, self.votes(index, inferred.outputs[good]), strict=True):
                 results[i] = self.interpret(index, votes, top_k)
         return FileLookups(paths, results, inferred.failures)

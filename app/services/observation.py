@@ -1,21 +1,12 @@
-"""Identify an observation: 1 to 5 photos of one organism, every ready classifier at once, where
-and when, and an honest "I don't know".
+"""Identify an observation: 1 to 5 photos of one organism, every ready classifier at once (and
+the species index when one is served), where and when, and an honest "I don't know".
 
-Per photo, one worker-thread job decodes it once (``decode_for``: one decode, resized for each
-model's input) and runs every model on it, keeping each model's calibrated probabilities and
-its scope signal (``app.models.scope``). Then, per model, the photos are combined; the model
-whose scope fits best is chosen; the geo prior re-ranks its species; the answer is its species,
-or a reason why there is none:
-
-- photos are combined per model by the mean of their log-probabilities (a product of experts:
-  a species must fit every photo), renormalised; the scope signal is the photos' mean;
-- the chosen model is the one with the highest scope signal (compared as margins over their
-  thresholds when the models use different signals), and it is *accepted* when its signal
-  reaches its threshold;
-- not accepted -> ``not_an_organism`` when every model's background class holds at least half
-  the probability, else ``out_of_scope`` (no model covers what the photos show), and no species;
-- accepted, best species under MIN_SCORE -> ``low_confidence``, with the best guesses and the
-  rollup (the deepest taxon whose summed probability reaches ROLLUP_THRESHOLD).
+Per photo, one worker-thread job decodes it once (``decode_for``) and runs every model on it,
+keeping each model's calibrated probabilities and scope signal (``app.models.scope``). Per model
+the photos are combined and the best-fitting model is chosen (``verdicts``); the geo prior
+re-ranks its species (``geo``). Not accepted -> ``not_an_organism`` when every model's
+background class holds at least half the probability, else ``out_of_scope``, and no species;
+accepted with its best species under MIN_SCORE -> ``low_confidence``, guesses and the rollup.
 """
 
 from __future__ import annotations
@@ -32,14 +23,18 @@ import numpy.typing as npt
 from app.core import InputSpec, Label
 from app.enrich.taxonomies import TaxonomyBook
 from app.enrich.taxonomy import Rollup, Taxon, rollup
-from app.errors import BadRequest, ModelUnavailable, ServiceError
+from app.errors import BadRequest, IndexUnavailable, ModelUnavailable, ServiceError
 from app.imaging.decode import DecodedImage, decode_for
 from app.imaging.photo import Photo
+from app.index.artifacts import SpeciesIndex
+from app.index.vote import merge
 from app.models.registry import LoadedModel, Registry
 from app.models.runner import InferenceRunner
-from app.models.scope import Assessment, ScopeSignal
+from app.models.scope import Assessment
 from app.services.geo import GeoOutcome, GeoWeighting
 from app.services.identify import InferenceObserver, Timings
+from app.services.lookup import Lookup, LookupAnswer
+from app.services.verdicts import ModelVerdict, route, top_species, verdict
 from app.settings import RankingSettings
 
 MAX_PHOTOS = 5
@@ -66,19 +61,7 @@ class PhotoRun:
     assessments: dict[str, Assessment]  # model name -> what it made of the photo
     decode_ms: float
     infer_ms: dict[str, float]
-
-
-@dataclass(frozen=True)
-class ModelVerdict:
-    model: LoadedModel
-    signal: ScopeSignal
-    scope: float  # the photos' mean scope signal
-    threshold: float
-    accepted: bool
-    background: float | None  # mean background probability over the photos
-    probabilities: Array  # [C] the photos combined (calibrated; geo-weighted when applied)
-    per_photo: Array  # [P, C] calibrated, per photo
-    top: int  # its best species in ``probabilities``
+    index_features: Array | None = None  # the species index's embedder, when an index is served
 
 
 @dataclass(frozen=True)
@@ -114,6 +97,7 @@ class ObservationAnswer:
     geo: GeoOutcome
     photos: list[tuple[Photo, DecodedImage]]
     timings: Timings
+    index: LookupAnswer | None = None  # what the species index says, when one is served
 
     @property
     def no_match(self) -> bool:
@@ -122,14 +106,6 @@ class ObservationAnswer:
 
 def _spec_key(spec: InputSpec) -> tuple[object, ...]:
     return (spec.size, spec.dtype, spec.range)
-
-
-def combine(per_photo: Array) -> Array:
-    """Photos -> one distribution: the mean of log-probabilities, renormalised."""
-    logs = np.log(np.maximum(per_photo.astype(np.float64), 1e-12)).mean(axis=0)
-    logs -= logs.max()
-    exp = np.exp(logs)
-    return np.asarray(exp / exp.sum(), dtype=np.float32)
 
 
 class ObservationService:
@@ -142,10 +118,12 @@ class ObservationService:
         *,
         max_pixels: int,
         geo: GeoWeighting | None = None,
+        lookup: Lookup | None = None,
         observer: InferenceObserver | None = None,
     ) -> None:
         self.registry, self.runner, self.taxonomies = registry, runner, taxonomies
         self.ranking, self.max_pixels, self.geo, self.observer = ranking, max_pixels, geo, observer
+        self.lookup = lookup
 
     def models_for(self, groups: frozenset[str] | None) -> list[LoadedModel]:
         """Every ready classifier (of ``groups``, when given)."""
@@ -172,12 +150,17 @@ class ObservationService:
         started = time.perf_counter()
         models = self.models_for(observation.groups)
         photos = observation.photos
+        indexed = await self._index()
+        embedder = indexed[1] if indexed is not None else None
         runs = await asyncio.gather(
-            *(self.runner.run(self._run_photo, n, photo, models) for n, photo in enumerate(photos, 1))
+            *(self.runner.run(self._run_photo, n, p, models, embedder) for n, p in enumerate(photos, 1))
         )
         for photo, run in zip(photos, runs, strict=True):
             self._observe(photo, run)
-        verdicts = [self._verdict(model, [run.assessments[model.name] for run in runs]) for model in models]
+        verdicts = [
+            verdict(model, [run.assessments[model.name] for run in runs], self.ranking.min_score)
+            for model in models
+        ]
         chosen, why = route(verdicts)
         chosen, geo = await self._geo(chosen, observation)
         decision = self._decide(chosen, verdicts, geo, observation.top_k)
@@ -198,7 +181,25 @@ class ObservationService:
             geo=geo,
             photos=[(photo, run.image) for photo, run in zip(photos, runs, strict=True)],
             timings=timings,
+            index=await self._look_up(indexed, runs, observation.top_k),
         )
+
+    async def _index(self) -> tuple[SpeciesIndex, LoadedModel] | None:
+        if self.lookup is None:
+            return None
+        try:
+            return await self.lookup.current()
+        except IndexUnavailable:
+            return None  # no index, or a refused one: the classifiers answer alone
+
+    async def _look_up(
+        self, indexed: tuple[SpeciesIndex, LoadedModel] | None, runs: list[PhotoRun], top_k: int | None
+    ) -> LookupAnswer | None:
+        if indexed is None or self.lookup is None:
+            return None
+        features = np.stack([run.index_features for run in runs if run.index_features is not None])
+        per_photo = await self.runner.run(self.lookup.votes, indexed[0], features)
+        return self.lookup.interpret(indexed[0], merge(per_photo), top_k)
 
     async def _geo(self, chosen: ModelVerdict, observation: Observation) -> tuple[ModelVerdict, GeoOutcome]:
         """The seen-nearby prior on the chosen model's species, when a place is given."""
@@ -209,14 +210,17 @@ class ObservationService:
         model = chosen.model
         taxonomy = self.taxonomies.get(model.taxonomy_path)
         weighted, outcome = await self.geo.apply(
-            chosen.probabilities, model.labels, taxonomy, lat, lon, month
+            chosen.probabilities, model.labels, taxonomy, lat, lon, month, model.spec.background_index
         )
         top = top_species(weighted, model.spec.background_index)
         return replace(chosen, probabilities=weighted, top=top), outcome
 
-    def _run_photo(self, number: int, photo: Photo, models: list[LoadedModel]) -> PhotoRun:
-        """Worker thread: one decode for every model's input, then every model."""
-        specs = {_spec_key(m.input_spec): m.input_spec for m in models}
+    def _run_photo(
+        self, number: int, photo: Photo, models: list[LoadedModel], embedder: LoadedModel | None
+    ) -> PhotoRun:
+        """Worker thread: one decode for every model's input (and the index's embedder), then
+        every model."""
+        specs = {_spec_key(m.input_spec): m.input_spec for m in [*models, *([embedder] if embedder else [])]}
         started = time.perf_counter()
         try:
             decoded = decode_for(photo.data, list(specs.values()), max_pixels=self.max_pixels)
@@ -237,7 +241,12 @@ class ObservationService:
                 probabilities[0], features[0] if features is not None else None
             )
             infer_ms[model.name] = (time.perf_counter() - started) * 1000
-        return PhotoRun(decoded[0], assessments, decode_ms, infer_ms)
+        features = None
+        if embedder is not None:
+            started = time.perf_counter()
+            features = embedder.predict(by_spec[_spec_key(embedder.input_spec)].pixels[np.newaxis])[0]
+            infer_ms[embedder.name] = (time.perf_counter() - started) * 1000
+        return PhotoRun(decoded[0], assessments, decode_ms, infer_ms, features)
 
     def _observe(self, photo: Photo, run: PhotoRun) -> None:
         if self.observer is None:
@@ -245,25 +254,6 @@ class ObservationService:
         self.observer.observe_shared(run.decode_ms, run.infer_ms)
         if photo.fetch_ms is not None:
             self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
-
-    def _verdict(self, model: LoadedModel, assessments: list[Assessment]) -> ModelVerdict:
-        assert model.scope is not None
-        per_photo = np.stack([a.probabilities for a in assessments])
-        combined = combine(per_photo)
-        scope = float(np.mean([a.scope for a in assessments]))
-        threshold = model.scope.threshold if model.scope.threshold is not None else self.ranking.min_score
-        backgrounds = [a.background for a in assessments if a.background is not None]
-        return ModelVerdict(
-            model=model,
-            signal=model.scope.signal,
-            scope=scope,
-            threshold=threshold,
-            accepted=scope >= threshold,
-            background=float(np.mean(backgrounds)) if backgrounds else None,
-            probabilities=combined,
-            per_photo=per_photo,
-            top=top_species(combined, model.spec.background_index),
-        )
 
     def _decide(
         self, chosen: ModelVerdict, verdicts: list[ModelVerdict], geo: GeoOutcome, top_k: int | None
@@ -307,21 +297,3 @@ class ObservationService:
             self.ranking.rollup_threshold,
         )
         return Decision(species, None if confident else "low_confidence", summed)
-
-
-def top_species(probabilities: Array, background_index: int | None) -> int:
-    scores = probabilities.copy()
-    if background_index is not None:
-        scores[background_index] = -1.0
-    return int(np.argmax(scores))
-
-
-def route(verdicts: list[ModelVerdict]) -> tuple[ModelVerdict, str]:
-    """The model whose scope fits the photos best, and why, in words."""
-    same_signal = len({v.signal for v in verdicts}) == 1
-    chosen = max(verdicts, key=(lambda v: v.scope) if same_signal else (lambda v: v.scope - v.threshold))
-    others = ", ".join(f"{v.model.name} {v.scope:.3f}" for v in verdicts if v is not chosen)
-    relation = ">=" if chosen.accepted else "<"
-    fit = f"{chosen.signal} {chosen.scope:.3f} {relation} its threshold {chosen.threshold:.3f}"
-    why = f"{chosen.model.name} fits best ({fit})" + (f"; others: {others}" if others else "")
-    return chosen, why

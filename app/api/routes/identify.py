@@ -12,8 +12,9 @@ from fastapi import APIRouter, File, Query, UploadFile
 from app.api import presenters
 from app.api.deps import FetcherDep, ObservationDep, SettingsDep
 from app.api.image_input import ImageInput, read_upload
+from app.api.observation_schemas import IdentifyResponse
 from app.api.routes.classify import TopK
-from app.api.schemas import IdentifyResponse, error_responses
+from app.api.schemas import error_responses
 from app.errors import BadRequest, ServiceError
 from app.imaging.fetch import ImageFetcher, parse_url
 from app.imaging.photo import Photo

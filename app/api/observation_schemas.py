@@ -1,0 +1,90 @@
+"""The public contract of POST /v1/identify (the shared pieces are in ``schemas``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api import examples
+from app.api.schemas import ImageInfo, IndexInfo, LookupResult, RollupInfo, TaxonInfo, Timings
+
+
+class ObservedSpeciesResult(BaseModel):
+    rank: int = Field(ge=1, description="1 = best")
+    model: str = Field(description="the model that named it")
+    group: str | None
+    index: int = Field(ge=0, description="class index in that model's label map")
+    scientific_name: str
+    common_name: str | None = None
+    score: float = Field(
+        ge=0.0, le=1.0, description="calibrated probability for the observation (after the geo prior, if any)"
+    )
+    vision_score: float = Field(ge=0.0, le=1.0, description="the same before the geo prior")
+    geo_weight: float | None = Field(default=None, description="the prior's factor (floor..1); null without")
+    geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
+    per_photo: list[float] = Field(description="each photo's calibrated probability for this species")
+    taxonomy: TaxonInfo | None = None
+
+
+class ModelAssessment(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    group: str | None
+    signal: Literal["class_cosine", "max_probability"] = Field(description="the scope signal (README)")
+    scope: float = Field(description="the photos' mean scope signal")
+    threshold: float = Field(description="accepted at or above (the model's calibration, else MIN_SCORE)")
+    accepted: bool
+    background: float | None = Field(description="mean probability of the model's background class")
+    best: str = Field(description="the model's best species for the photos, whatever its scope")
+    best_score: float
+
+
+class GeoCellInfo(BaseModel):
+    south: float
+    north: float
+    west: float
+    east: float
+    month: int | None
+
+
+class GeoInfo(BaseModel):
+    status: Literal["applied", "not_requested", "unavailable", "not_linked"]
+    reason: str | None = Field(default=None, description="why there is no prior")
+    cell: GeoCellInfo | None = None
+    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
+    cache: Literal["hit", "miss", "stale"] | None = None
+
+
+class IndexAnswer(BaseModel):
+    """What the species index (/img_url's) says about the photos, beside the classifiers."""
+
+    index: IndexInfo
+    results: list[LookupResult] = Field(description="best first: each species' mean share of the votes")
+    no_match: bool
+    no_match_reason: Literal["empty_index", "low_confidence"] | None = None
+    rollup: RollupInfo | None = None
+
+
+class IdentifyResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": examples.IDENTIFY})
+
+    results: list[ObservedSpeciesResult] = Field(
+        description="best first, across models; empty when no model covers the photos"
+    )
+    no_match: bool
+    no_match_reason: Literal["not_an_organism", "out_of_scope", "low_confidence"] | None = None
+    group: str | None = Field(
+        description="the group chosen (its model's manifest group); null when none fits"
+    )
+    model: str | None = Field(description="the model chosen; null when no model's scope accepts the photos")
+    why: str = Field(description="why that model, in words")
+    models: list[ModelAssessment] = Field(description="what every model made of the photos")
+    rollup: RollupInfo | None = None
+    geo: GeoInfo
+    photos: list[ImageInfo]
+    timings_ms: Timings
+    index: IndexAnswer | None = Field(
+        default=None, description="the species index's answer, when one is served"
+    )
