@@ -28,7 +28,7 @@ calibration: install models
 	$(BIN)/python -m app calibrate $(CALIBRATION_SETS)/birds.csv --model aiy_birds_v1 --no-progress \
 	  --fitted-on "../shared: datasets/mixed birds (55) + samples (2), species the model has"
 	$(BIN)/python -m app calibrate $(CALIBRATION_SETS)/insects.csv --model aiy_insects_v1 --no-progress \
-	  --fitted-on "../shared: datasets/leedsbutterfly (300) + samples (1), species the model has"
+	  --fitted-on "../shared: datasets/leedsbutterfly (300) + mixed (1) + samples (1), species the model has"
 
 serve: install models
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve

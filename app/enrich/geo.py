@@ -18,8 +18,10 @@ Weights. A candidate species with ``n`` records in the cell weighs::
 
 ``floor`` (``GBIF_PRIOR_FLOOR``) for a species GBIF never recorded there, halfway to 1 at
 ``half_saturation`` records (``GBIF_PRIOR_HALF_SATURATION``), towards 1 for a well-recorded one.
-A label not linked to GBIF (no species key) weighs 1.0, i.e. is left as the model scored it, and
-is reported as unlinked. Only the cell's ``GBIF_PRIOR_FACET_LIMIT`` most recorded species are
+A label not linked to GBIF (no species key) weighs 1.0 here and is reported as unlinked; the
+identify service gives such labels the mean weight of the linked species instead (neither favoured
+over a recorded species nor demoted like an unrecorded one: nothing is known of them).
+Only the cell's ``GBIF_PRIOR_FACET_LIMIT`` most recorded species are
 listed by GBIF; a species below them counts as unrecorded (it had at most as many records as the
 last one listed).
 
@@ -27,10 +29,11 @@ Blending (``blend``). The identify service multiplies each species' vision proba
 weight and renormalises over the model's species (labels that are no species, such as a
 background class, are left out)::
 
-    p'(s) = p(s) * w(s) / sum_t p(t) * w(t)
+    p'(s) = p(s) * w(s) * P / sum_t p(t) * w(t),   P = sum_t p(t) over the species
 
-so an unrecorded species is demoted, by ``floor`` relative to a well-recorded one, but never
-removed: a confident vision score still wins over a weak one of a common species.
+(the species keep the probability they held together: 1 minus the background's), so an
+unrecorded species is demoted, by ``floor`` relative to a well-recorded one, but never removed:
+a confident vision score still wins over a weak one of a common species.
 
 Failure. ``GeoPrior.counts`` never raises for GBIF: down, slower than ``GBIF_PRIOR_TIMEOUT``
 (slot wait and retries included), 429/5xx after the retries, invalid JSON, or an unusable

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -86,8 +86,10 @@ class Assessment:
 
     probabilities: Array  # [C] calibrated (as the model gives them without a calibration)
     top: int  # the best species (never the background class)
-    scope: float  # the scope signal
+    scope: float  # the scope signal, for ``top``
     background: float | None  # the background class's probability (uncalibrated)
+    raw: Array  # [C] the model's own probabilities
+    features: Array | None  # the pre-logit features (class_cosine)
 
 
 class ModelScope:
@@ -135,13 +137,18 @@ class ModelScope:
             if self.calibration is not None
             else np.asarray(probabilities, dtype=np.float32)
         )
+        raw = np.asarray(probabilities, dtype=np.float32)
+        if self.signal == "class_cosine" and features is None:
+            raise ValueError("class_cosine needs the photo's features")
+        assessment = Assessment(calibrated, top, 0.0, background, raw, features)
+        return replace(assessment, scope=self.scope_for(assessment, top))
+
+    def scope_for(self, assessment: Assessment, species: int) -> float:
+        """The photo's scope signal for ``species`` (its own top one, or an observation's)."""
         if self.signal == "class_cosine":
-            if features is None:
-                raise ValueError("class_cosine needs the photo's features")
-            score = self.class_cosine(features, top)
-        else:
-            score = float(species[top])
-        return Assessment(calibrated, top, score, background)
+            assert assessment.features is not None
+            return self.class_cosine(assessment.features, species)
+        return float(assessment.raw[species])
 
     def class_cosine(self, features: Array, top: int) -> float:
         assert self._weights is not None and self._norms is not None

@@ -131,12 +131,14 @@ def scope_scores(
 
 
 def fit_with_figures(probabilities: Array, truth: npt.NDArray[np.int64]) -> tuple[float, dict[str, float]]:
+    """ "before" is the model's own probabilities (not renormalised over the floor)."""
     temperature = fit_temperature(probabilities, truth)
+    own = np.maximum(probabilities[np.arange(len(truth)), truth].astype(np.float64), FLOOR)
     return temperature, {
         "top1": float(np.mean(probabilities.argmax(axis=1) == truth)),
-        "nll_before": nll(probabilities, truth, 1.0),
+        "nll_before": float(-np.mean(np.log(own))),
         "nll_after": nll(probabilities, truth, temperature),
-        "ece_before": ece(calibrate(probabilities, 1.0, FLOOR), truth),
+        "ece_before": ece(probabilities, truth),
         "ece_after": ece(calibrate(probabilities, temperature, FLOOR), truth),
     }
 

@@ -64,7 +64,11 @@ class GeoWeighting:
             taxon.species_key if (taxon := taxonomy.get(label.scientific_name)) is not None else None
             for label in labels
         ]
-        weights = self.prior.weigh(nearby, keys).weights
+        weighed = self.prior.weigh(nearby, keys)
+        weights = weighed.weights.copy()
+        linked = [i for i in range(len(keys)) if keys[i] is not None]
+        if weighed.unlinked and linked:  # nothing is known of them: the linked species' mean
+            weights[list(weighed.unlinked)] = float(weights[linked].mean())
         records = np.array([nearby.counts.get(key, 0) if key is not None else 0 for key in keys], np.int64)
         species = np.ones(len(labels), dtype=bool)
         if background_index is not None:

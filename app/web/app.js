@@ -1,10 +1,12 @@
-// The page uses the public API only: /v1/models, /v1/index, the group routes, /img_url and
-// /v1/explain/{model}. No build step, no dependencies.
+// The page uses the public API only: /v1/models, /v1/index, /v1/identify ("Not sure": every
+// model in one request), the group routes, /img_url and /v1/explain/{model}. No build step, no
+// dependencies.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const GROUPS = { bird: "birds", insect: "insects", plant: "plants", lookup: "species lookup" };
 const ENDPOINTS = { bird: "/bird_url", insect: "/insect_url", plant: "/plant_url", lookup: "/img_url" };
+const MAX_PHOTOS = 5; // /v1/identify's limit: photos of one organism
 const FRIENDLY = {
   too_large: "That photo is too large.",
   not_an_image: "That file is not a photo the service can read.",
@@ -19,10 +21,12 @@ const FRIENDLY = {
   model_unavailable: "That kind of model is not available on this server.",
   index_unavailable: "The species lookup is not available on this server.",
 };
+const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+  "September", "October", "November", "December"];
 
 let available = { groups: {}, lookup: true };
-let chosenFile = null;
-let answer = null; // { group, body }
+let photos = []; // [{ file, url }]: url is the file's object URL, for the thumbnail
+let answer = null; // { model, files, url }: what "Show where the model looked" explains
 let discovered = Promise.resolve();
 
 class ServiceError extends Error {
@@ -36,6 +40,10 @@ class ServiceError extends Error {
 function headers() {
   const key = $("key").value.trim();
   return key ? { "X-API-Key": key } : {};
+}
+
+function groupName(group, model) {
+  return group ? GROUPS[group] || group : model;
 }
 
 async function discover() {
@@ -58,23 +66,129 @@ async function discover() {
   }
 }
 
-function choose(file) {
-  if (!file) return;
-  chosenFile = file;
-  $("url").value = "";
-  $("chosen").textContent = `${file.name || "pasted photo"} (${Math.round(file.size / 1024)} kB)`;
+// --- The photos: up to 5 for "Not sure", the first for the other choices ---------------------
+
+function currentGroup() {
+  return document.querySelector('input[name="group"]:checked').value;
 }
 
-async function ask(endpoint, url) {
-  let response;
-  if (chosenFile) {
-    const form = new FormData();
-    form.append("image", chosenFile, chosenFile.name || "photo");
-    response = await fetch(endpoint, { method: "POST", body: form, headers: headers() });
-  } else {
-    const sep = endpoint.includes("?") ? "&" : "?";
-    response = await fetch(`${endpoint}${sep}img_url=${encodeURIComponent(url)}`, { method: "POST", headers: headers() });
+function addPhotos(files) {
+  const list = [...(files || [])];
+  if (!list.length) return;
+  let left = 0;
+  for (const file of list) {
+    if (photos.length >= MAX_PHOTOS) {
+      left += 1;
+      continue;
+    }
+    photos.push({ file, url: URL.createObjectURL(file) });
   }
+  $("url").value = "";
+  showPhotos(left ? `Up to ${MAX_PHOTOS} photos: ${left} left out.` : "");
+}
+
+function removePhoto(number) {
+  const [gone] = photos.splice(number, 1);
+  if (gone) URL.revokeObjectURL(gone.url);
+  showPhotos("");
+  const buttons = $("thumbs").querySelectorAll("button");
+  (buttons[Math.min(number, buttons.length - 1)] || $("file")).focus();
+}
+
+function clearPhotos() {
+  for (const p of photos) URL.revokeObjectURL(p.url);
+  photos = [];
+  $("file").value = "";
+  showPhotos("");
+}
+
+function showPhotos(left) {
+  const kB = (file) => `${Math.round(file.size / 1024)} kB`;
+  const label = (p, i) => `${p.file.name || `pasted photo ${i + 1}`} (${kB(p.file)})`;
+  $("chosen").textContent = photos.length === 1
+    ? label(photos[0], 0)
+    : photos.length ? `${photos.length} photos: ${photos.map(label).join(", ")}` : "";
+  const thumbs = $("thumbs");
+  thumbs.textContent = "";
+  photos.forEach((p, i) => {
+    const li = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = p.url;
+    img.alt = `Photo ${i + 1}: ${p.file.name || "pasted photo"}`;
+    img.addEventListener("error", () => img.classList.add("unreadable"));
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove photo ${i + 1} (${p.file.name || "pasted photo"})`);
+    remove.title = "Remove this photo";
+    remove.addEventListener("click", () => removePhoto(i));
+    li.append(img, remove);
+    thumbs.append(li);
+  });
+  thumbs.hidden = !photos.length;
+  $("drop-text").textContent = photos.length >= MAX_PHOTOS
+    ? `${MAX_PHOTOS} photos: the most one answer uses`
+    : photos.length ? `Drop or paste more photos of the same one (up to ${MAX_PHOTOS})` : "Drop a photo here";
+  const notes = [left];
+  if (photos.length > 1 && currentGroup() !== "auto") {
+    notes.push('Only the first photo is sent to a single kind of model; "Not sure" uses them all.');
+  }
+  $("photos-note").textContent = notes.filter(Boolean).join(" ");
+  $("photos-note").hidden = !$("photos-note").textContent;
+}
+
+// --- Where and when ----------------------------------------------------------------------------
+
+function readWhere() {
+  const [lat, lon] = [$("lat"), $("lon")];
+  if (lat.validity.badInput || lon.validity.badInput) {
+    throw new ServiceError(0, null, "Latitude and longitude are numbers in degrees, e.g. 53.8 and -1.55.");
+  }
+  const where = { lat: lat.value.trim(), lon: lon.value.trim(), date: $("date").value };
+  if (Boolean(where.lat) !== Boolean(where.lon)) {
+    throw new ServiceError(0, null, "Give both latitude and longitude, or neither.");
+  }
+  return where;
+}
+
+function locate() {
+  const button = $("locate");
+  button.disabled = true;
+  $("status").textContent = "Finding where you are…";
+  navigator.geolocation.getCurrentPosition(
+    (position) => {
+      $("lat").value = position.coords.latitude.toFixed(4);
+      $("lon").value = position.coords.longitude.toFixed(4);
+      const accuracy = position.coords.accuracy;
+      $("status").textContent = `Location set${accuracy ? ` (to within ${Math.round(accuracy)} m)` : ""}.`;
+      button.disabled = false;
+    },
+    (error) => {
+      $("status").textContent = "";
+      button.disabled = false;
+      const why = error.code === 1 ? "the browser was not allowed to tell it" : error.message || "unknown";
+      showError(new ServiceError(0, null, `Your location is not available: ${why}. Type it in instead.`));
+    },
+    { enableHighAccuracy: false, timeout: 15000, maximumAge: 600000 },
+  );
+}
+
+// --- Requests ----------------------------------------------------------------------------------
+
+async function send(endpoint, { files = [], url = "", params = {} }) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value) query.append(name, value);
+  const init = { method: "POST", headers: headers() };
+  if (files.length) {
+    const form = new FormData();
+    for (const file of files) form.append("image", file, file.name || "photo");
+    init.body = form;
+  } else {
+    query.append("img_url", url);
+  }
+  const search = query.toString();
+  const response = await fetch(search ? `${endpoint}?${search}` : endpoint, init);
   if (!response.ok) {
     const body = await response.json().catch(() => null);
     const error = body && body.error ? body.error : {};
@@ -85,14 +199,7 @@ async function ask(endpoint, url) {
   return response;
 }
 
-function best(answers) {
-  // Confident answers first, then the highest top score.
-  const rank = (a) => [a.body.no_match ? 0 : 1, a.body.results.length ? a.body.results[0].score : 0];
-  return answers.slice().sort((x, y) => {
-    const [a, b] = [rank(x), rank(y)];
-    return b[0] - a[0] || b[1] - a[1];
-  })[0];
-}
+// --- Showing an answer -------------------------------------------------------------------------
 
 function percent(score) {
   return score >= 0.995 ? "100%" : score < 0.01 ? "<1%" : `${Math.round(score * 100)}%`;
@@ -129,41 +236,39 @@ function spoken(result) {
   return result.common_name ? [`${result.common_name} (`, sci, ")"] : [sci];
 }
 
-function render(chosen, others, photoSrc) {
-  answer = chosen;
-  const body = chosen.body;
-  const top = body.results[0];
-  $("photo").src = photoSrc;
+function showPhotosSent(files, url) {
+  const sources = files.length ? files.map((f) => URL.createObjectURL(f)) : [url];
+  $("photo").src = sources[0];
   $("photo").hidden = false;
   $("overlay").hidden = true;
   $("overlay").removeAttribute("src");
-  const verdict = $("verdict");
-  verdict.textContent = "";
-  if (!top) {
-    verdict.textContent = "No species found";
-  } else if (body.no_match) {
-    const why = body.no_match_reason === "background"
-      ? `The ${GROUPS[chosen.group] || "model"} model sees none of its species here.`
-      : "Not confident.";
-    verdict.append(`${why} Best guess: `, ...spoken(top), ` (${percent(top.score)})`);
-  } else {
-    verdict.append(...spoken(top), ` ${percent(top.score)}`);
-  }
-  const rollup = $("rollup");
-  rollup.textContent = "";
-  rollup.hidden = !body.rollup;
-  if (body.rollup) {
-    rollup.append(`Not sure of the species, but it is at least ${body.rollup.rank.toLowerCase()} `);
-    const name = document.createElement("em");
-    name.textContent = body.rollup.name;
-    rollup.append(name, ` (${percent(body.rollup.score)})`);
-    if (body.rollup.usageKey) rollup.append(" ", gbifLink(body.rollup.usageKey, "GBIF"));
-  }
-  const model = body.model || (body.index ? `index of ${body.index.n_species} species` : "");
-  $("source").textContent = `Answered by ${model} (${GROUPS[chosen.group]}).`;
+  const strip = $("strip");
+  strip.textContent = "";
+  sources.slice(1).forEach((src, i) => {
+    const img = document.createElement("img");
+    img.src = src;
+    img.alt = `Photo ${i + 2} you sent`;
+    strip.append(img);
+  });
+  strip.hidden = sources.length < 2;
+}
+
+function showRollup(rollup) {
+  const box = $("rollup");
+  box.textContent = "";
+  box.hidden = !rollup;
+  if (!rollup) return;
+  box.append(`Not sure of the species, but it is at least ${rollup.rank.toLowerCase()} `);
+  const name = document.createElement("em");
+  name.textContent = rollup.name;
+  box.append(name, ` (${percent(rollup.score)})`);
+  if (rollup.usageKey) box.append(" ", gbifLink(rollup.usageKey, "GBIF"));
+}
+
+function showResults(results, photoCount, nearby = false) {
   const list = $("results");
   list.textContent = "";
-  for (const result of body.results) {
+  for (const result of results) {
     const li = document.createElement("li");
     const bar = document.createElement("div");
     bar.className = "bar";
@@ -178,15 +283,131 @@ function render(chosen, others, photoSrc) {
     const names = nameNodes(result);
     names.append(score);
     li.append(names, bar);
+    const notes = [];
+    if (photoCount > 1 && result.per_photo) notes.push(`per photo: ${result.per_photo.map(percent).join(" · ")}`);
+    if (nearby && result.geo_records != null) {
+      notes.push(`${result.geo_records} GBIF record${result.geo_records === 1 ? "" : "s"} near there`);
+    }
+    if (notes.length) {
+      const extra = document.createElement("span");
+      extra.className = "hint per-photo";
+      extra.textContent = notes.join("; ");
+      li.append(extra);
+    }
     list.append(li);
   }
-  $("explain").hidden = chosen.group === "lookup";
-  $("explain").textContent = "Show where the model looked";
-  $("others").textContent = others.length
-    ? "Also asked: " + others.map((o) => o.body.results.length
-        ? `${GROUPS[o.group]}: ${o.body.results[0].common_name || o.body.results[0].scientific_name} (${percent(o.body.results[0].score)})`
-        : `${GROUPS[o.group]}: nothing`).join("; ")
-    : "";
+}
+
+function clearObservation() {
+  for (const id of ["why", "geo", "models"]) {
+    $(id).textContent = "";
+    $(id).hidden = true;
+  }
+}
+
+function showExplain(model, files, url) {
+  const label = files.length > 1 ? "Show where the model looked (photo 1)" : "Show where the model looked";
+  answer = model ? { model, files: files.slice(0, 1), url, label } : null;
+  $("explain").hidden = !model;
+  $("explain").textContent = label;
+}
+
+// One model's answer (bird, insect, plant or the lookup), as the single routes give it.
+function renderSingle(group, body, files, url) {
+  const top = body.results[0];
+  showPhotosSent(files, url);
+  clearObservation();
+  const verdict = $("verdict");
+  verdict.textContent = "";
+  if (!top) {
+    verdict.textContent = "No species found";
+  } else if (body.no_match) {
+    const why = body.no_match_reason === "background"
+      ? `The ${GROUPS[group] || "model"} model sees none of its species here.`
+      : "Not confident.";
+    verdict.append(`${why} Best guess: `, ...spoken(top), ` (${percent(top.score)})`);
+  } else {
+    verdict.append(...spoken(top), ` ${percent(top.score)}`);
+  }
+  showRollup(body.rollup);
+  const model = body.model || (body.index ? `index of ${body.index.n_species} species` : "");
+  $("source").textContent = `Answered by ${model} (${GROUPS[group]}).`;
+  showResults(body.results, 1);
+  showExplain(group === "lookup" ? null : body.model, files, url);
+  $("answer").hidden = false;
+}
+
+function fitNumber(x, other) {
+  // Two decimals, three where two would make a pass look like a tie.
+  return x.toFixed(x.toFixed(2) === other.toFixed(2) ? 3 : 2);
+}
+
+function modelLine(m, chosen) {
+  const sign = m.accepted ? "≥" : "<";
+  const verdict = m.accepted ? "accepted" : "not accepted";
+  const line = `${m.model}: fits ${fitNumber(m.scope, m.threshold)} ${sign} ${fitNumber(m.threshold, m.scope)} — ${verdict}`;
+  return m.model === chosen ? `${line} (chosen)` : line;
+}
+
+function geoLine(geo, where) {
+  const place = `${where.lat}, ${where.lon}`;
+  if (geo.status === "applied") {
+    const cell = geo.cell;
+    const month = cell && cell.month ? ` in ${MONTHS[cell.month - 1]}` : "";
+    const records = geo.cell_records ? `${geo.cell_records} GBIF records there` : "no GBIF records there: no change";
+    return `Where and when: species re-ranked by what GBIF has recorded near ${place}${month} (${records}).`;
+  }
+  const reasons = {
+    not_requested: "not used",
+    unavailable: "not used: GBIF could not be asked",
+    not_linked: "not used: this model's species are not linked to GBIF",
+  };
+  const reason = geo.reason ? ` (${geo.reason})` : "";
+  return `Where and when (${place}): ${reasons[geo.status] || geo.status}${reason}.`;
+}
+
+// "Not sure": the one /v1/identify answer, every model's assessment in it.
+function renderObservation(body, files, url, where) {
+  const count = files.length || 1;
+  const top = body.results[0];
+  showPhotosSent(files, url);
+  clearObservation();
+  const verdict = $("verdict");
+  verdict.textContent = "";
+  const these = count > 1 ? "these photos show" : "this photo shows";
+  if (body.no_match_reason === "not_an_organism") {
+    verdict.textContent = count > 1 ? "These do not look like a living thing." : "This does not look like a living thing.";
+  } else if (body.no_match_reason === "out_of_scope") {
+    const covered = [...new Set(body.models.map((m) => groupName(m.group, m.model)))];
+    verdict.textContent = `None of the models here covers what ${these} (${covered.join(", ")}).`;
+  } else if (body.no_match_reason === "low_confidence" || (body.no_match && top)) {
+    verdict.textContent = "Not confident: best guesses below.";
+  } else if (!top) {
+    verdict.textContent = "No species found";
+  } else {
+    verdict.append(...spoken(top), ` ${percent(top.score)}`);
+  }
+  showRollup(body.rollup);
+  const from = count > 1 ? ` from ${count} photos` : "";
+  $("source").textContent = body.model
+    ? `Answered by ${body.model} (${groupName(body.group, body.model)})${from}.`
+    : `No model was chosen: none of them fits ${count > 1 ? "these photos" : "this photo"}.`;
+  $("why").textContent = `Why: ${body.why}`;
+  $("why").hidden = !body.why;
+  if (where.lat && where.lon && body.geo) {
+    $("geo").textContent = geoLine(body.geo, where);
+    $("geo").hidden = false;
+  }
+  showResults(body.results, count, Boolean(body.geo && body.geo.cell_records));
+  const models = $("models");
+  for (const m of body.models) {
+    const li = document.createElement("li");
+    li.textContent = modelLine(m, body.model);
+    if (m.model === body.model) li.className = "chosen";
+    models.append(li);
+  }
+  models.hidden = !body.models.length;
+  showExplain(body.model, files, url);
   $("answer").hidden = false;
 }
 
@@ -205,26 +426,28 @@ async function identify(event) {
   event.preventDefault();
   const url = $("url").value.trim();
   $("error").hidden = true;
-  if (!chosenFile && !url) {
+  if (!photos.length && !url) {
     showError(new ServiceError(0, null, "Choose a photo or paste its address first."));
     return;
   }
   await discovered;
-  const group = document.querySelector('input[name="group"]:checked').value;
-  const groups = group === "auto"
-    ? [...Object.keys(available.groups).filter((g) => g in ENDPOINTS), ...(available.lookup ? ["lookup"] : [])]
-    : [group];
+  const group = currentGroup();
+  const files = photos.map((p) => p.file);
   $("go").disabled = true;
-  $("status").textContent = group === "auto" ? `Asking ${groups.map((g) => GROUPS[g]).join(", ")}…` : "Identifying…";
   try {
-    const settled = await Promise.allSettled(groups.map(async (g) => {
-      const response = await ask(ENDPOINTS[g], url);
-      return { group: g, body: await response.json() };
-    }));
-    const answers = settled.filter((s) => s.status === "fulfilled").map((s) => s.value);
-    if (!answers.length) throw settled.find((s) => s.status === "rejected").reason;
-    const chosen = best(answers);
-    render(chosen, answers.filter((a) => a !== chosen), chosenFile ? URL.createObjectURL(chosenFile) : url);
+    if (group === "auto") {
+      const where = readWhere();
+      const kinds = Object.keys(available.groups).map((g) => GROUPS[g] || g);
+      const count = files.length > 1 ? ` about ${files.length} photos` : "";
+      $("status").textContent = `Asking every model${kinds.length ? ` (${kinds.join(", ")})` : ""}${count}…`;
+      const response = await send("/v1/identify", { files, url, params: where });
+      renderObservation(await response.json(), files, url, where);
+    } else {
+      $("status").textContent = "Identifying…";
+      const first = files.slice(0, 1);
+      const response = await send(ENDPOINTS[group], { files: first, url });
+      renderSingle(group, await response.json(), first, url);
+    }
     $("status").textContent = "";
   } catch (error) {
     $("status").textContent = "";
@@ -240,14 +463,14 @@ async function explain() {
   if (!overlay.hidden) {
     overlay.hidden = true;
     $("photo").hidden = false;
-    $("explain").textContent = "Show where the model looked";
+    $("explain").textContent = answer.label;
     return;
   }
   if (!overlay.getAttribute("src")) {
     $("explain").disabled = true;
     $("status").textContent = "Looking at what the model looked at (a few seconds)…";
     try {
-      const response = await ask(`/v1/explain/${encodeURIComponent(answer.body.model)}`, $("url").value.trim());
+      const response = await send(`/v1/explain/${encodeURIComponent(answer.model)}`, answer);
       overlay.src = URL.createObjectURL(await response.blob());
     } catch (error) {
       showError(error);
@@ -262,15 +485,19 @@ async function explain() {
   $("explain").textContent = "Show the photo";
 }
 
+function groupChanged() {
+  $("where").hidden = currentGroup() !== "auto";
+  showPhotos("");
+}
+
 function wire() {
   const drop = $("drop");
-  $("file").addEventListener("change", () => choose($("file").files[0]));
+  $("file").addEventListener("change", () => {
+    addPhotos($("file").files);
+    $("file").value = ""; // choosing the same file again adds it again
+  });
   $("url").addEventListener("input", () => {
-    if ($("url").value) {
-      chosenFile = null;
-      $("file").value = "";
-      $("chosen").textContent = "";
-    }
+    if ($("url").value && photos.length) clearPhotos();
   });
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -278,13 +505,19 @@ function wire() {
   for (const type of ["dragleave", "drop"]) {
     drop.addEventListener(type, () => drop.classList.remove("over"));
   }
-  drop.addEventListener("drop", (e) => { e.preventDefault(); choose(e.dataTransfer.files[0]); });
+  drop.addEventListener("drop", (e) => { e.preventDefault(); addPhotos(e.dataTransfer.files); });
   document.addEventListener("paste", (e) => {
-    const item = [...(e.clipboardData ? e.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
-    if (item) choose(item);
+    const images = [...(e.clipboardData ? e.clipboardData.files : [])].filter((f) => f.type.startsWith("image/"));
+    if (images.length) addPhotos(images);
   });
+  for (const input of document.querySelectorAll('input[name="group"]')) input.addEventListener("change", groupChanged);
+  if (navigator.geolocation) {
+    $("locate").hidden = false;
+    $("locate").addEventListener("click", locate);
+  }
   $("ask").addEventListener("submit", identify);
   $("explain").addEventListener("click", explain);
+  groupChanged();
   discovered = discover();
 }
 

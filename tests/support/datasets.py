@@ -32,17 +32,30 @@ class Labelled:
     known: bool  # the group's model has the species (insects in mixed are ones it does not)
 
 
+def model_species(shared: Path) -> dict[str, set[str]]:
+    """group -> the scientific names its model has (the label maps in ../shared/models)."""
+    out = {}
+    for group, model in (("birds", "aiy_birds_v1"), ("insects", "aiy_insects_v1")):
+        with (shared / "models" / model / "labelmap.csv").open(newline="") as fh:
+            out[group] = {row["name"].strip() for row in csv.DictReader(fh)}
+    return out
+
+
 def photos(shared: Path, with_skimage: bool = True) -> list[Labelled]:
-    rows = [Labelled(path, "leeds", "insects", name, True) for path, name in leeds(shared)]
-    mixed = shared / "datasets" / "mixed"
-    with (mixed / "labels.csv").open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            known = r["group"] == "birds"  # mixed/insects are species the insects model lacks
-            rows.append(Labelled(mixed / "images" / r["file"], "mixed", r["group"], r["scientific_name"], known))
-    with (shared / "samples" / "labels.csv").open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            known = r["group"] in ("birds", "insects")
-            rows.append(Labelled(shared / "samples" / r["file"], "samples", r["group"], r["scientific_name"], known))
+    species = model_species(shared)
+
+    def known(group: str, name: str) -> bool:  # mixed/insects are mostly species the model lacks
+        return name in species.get(group, set())
+
+    rows = [Labelled(path, "leeds", "insects", name, known("insects", name)) for path, name in leeds(shared)]
+    for source, root, listing in (
+        ("mixed", shared / "datasets" / "mixed" / "images", shared / "datasets" / "mixed" / "labels.csv"),
+        ("samples", shared / "samples", shared / "samples" / "labels.csv"),
+    ):
+        with listing.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                name = r["scientific_name"]
+                rows.append(Labelled(root / r["file"], source, r["group"], name, known(r["group"], name)))
     if with_skimage:
         try:
             import skimage

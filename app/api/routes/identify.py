@@ -69,10 +69,17 @@ async def identify(
             raise _naming(exc, number, url) from None
     service.models_for(frozenset(groups) if groups else None)  # 400/503 before any download
     cap = settings.images.max_upload_bytes
-    photos = [await read_upload(upload, cap, one_of_many=True) for upload in uploads]
+    photos = [await _read(number, upload, cap) for number, upload in enumerate(uploads, 1)]
     photos += await asyncio.gather(*(_fetch(number, url, fetcher, cap) for number, url in numbered))
     observation = Observation(photos, lat, lon, date, frozenset(groups) if groups else None, top_k)
     return presenters.observation(await service.identify(observation))
+
+
+async def _read(number: int, upload: UploadFile, cap: int) -> Photo:
+    try:
+        return await read_upload(upload, cap, one_of_many=True)
+    except ServiceError as exc:
+        raise _naming(exc, number, upload.filename or "upload") from None
 
 
 async def _fetch(number: int, url: str, fetcher: ImageFetcher, cap: int) -> Photo:
