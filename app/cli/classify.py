@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.app import cli
-from app.cli.common import Progress, Workers, bar, fail, open_model, settings
+from app.cli.common import Progress, Workers, bar, echo_answer, fail, open_model, settings
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -62,13 +62,7 @@ def classify(
 
         typer.echo(classification(found).model_dump_json(by_alias=True))
         return
-    for hit in found.species:
-        common = f" ({hit.label.common_name})" if hit.label.common_name else ""
-        typer.echo(f"{hit.score:.4f}  {hit.label.scientific_name}{common}")
-    if found.no_match:
-        typer.echo(f"no match: {found.no_match_reason}")
-    if found.rollup is not None:
-        typer.echo(f"it is at least {found.rollup.rank} {found.rollup.name} ({found.rollup.score:.4f})")
+    echo_answer([(h.score, h.label, "") for h in found.species], found.no_match_reason, found.rollup)
 
 
 def _photo(identifier: Identifier, model: LoadedModel, path: Path, top_k: int) -> Identification:

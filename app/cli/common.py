@@ -4,7 +4,7 @@ optional extras."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,6 +14,8 @@ import typer
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
+    from app.core import Label
+    from app.enrich.taxonomy import Rollup
     from app.index.species_folders import LabelledImage
     from app.models.registry import LoadedModel
     from app.settings import Settings
@@ -62,6 +64,20 @@ def labelled(dataset: Path) -> list[LabelledImage]:
         return labelled_images(dataset)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
+
+
+def echo_answer(
+    hits: Sequence[tuple[float, Label, str]], no_match_reason: str | None, rollup: Rollup | None
+) -> None:
+    """The text form of an answer: ``SCORE  Scientific name (Common name)SUFFIX`` per species,
+    then why there is no match and the rollup, if any."""
+    for score, label, suffix in hits:
+        common = f" ({label.common_name})" if label.common_name else ""
+        typer.echo(f"{score:.4f}  {label.scientific_name}{common}{suffix}")
+    if no_match_reason is not None:
+        typer.echo(f"no match: {no_match_reason}")
+    if rollup is not None:
+        typer.echo(f"it is at least {rollup.rank} {rollup.name} ({rollup.score:.4f})")
 
 
 def require_extra(module: str, extra: str, command: str) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from app.cli.app import cli
-from app.cli.common import Progress, Workers, bar, fail, settings
+from app.cli.common import Progress, Workers, bar, echo_answer, fail, settings
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -179,13 +179,8 @@ def _print(answer: ObservationAnswer, json_output: bool) -> None:
 
         typer.echo(observation(answer).model_dump_json(by_alias=True))
         return
-    for species in answer.species:
-        common = f" ({species.label.common_name})" if species.label.common_name else ""
-        typer.echo(f"{species.score:.4f}  {species.label.scientific_name}{common}  [{species.model}]")
-    if answer.no_match:
-        typer.echo(f"no match: {answer.no_match_reason}")
-    if answer.rollup is not None:
-        typer.echo(f"it is at least {answer.rollup.rank} {answer.rollup.name} ({answer.rollup.score:.4f})")
+    hits = [(s.score, s.label, f"  [{s.model}]") for s in answer.species]
+    echo_answer(hits, answer.no_match_reason, answer.rollup)
     typer.echo(f"why: {answer.why}")
     if answer.geo.status != "not_requested":
         typer.echo(

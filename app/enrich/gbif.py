@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,19 +77,7 @@ class GbifClient:
             for k, v in params.items()
             if v not in (None, False)
         }
-        key = "species/match?" + urlencode(sorted(query.items()))
-        cached = await asyncio.to_thread(self._cache.get, key)
-        if cached is not None and cached.age_s < self._settings.cache_ttl_s:
-            return GbifAnswer(cached.payload, "hit")
-        try:
-            payload = await self._get("species/match", query)
-        except (UpstreamError, UpstreamTimeout) as exc:
-            if cached is None:
-                raise
-            log.warning("GBIF failed (%s); serving a cached answer %.0f s old", exc.message, cached.age_s)
-            return GbifAnswer(cached.payload, "stale")
-        await asyncio.to_thread(self._cache.put, key, payload)
-        return GbifAnswer(payload, "miss")
+        return await self._cached("species/match", query, lambda: self._get("species/match", query))
 
     async def occurrence_facets(
         self, query: Mapping[str, str | int], *, max_wait_s: float | None = None
@@ -102,11 +90,8 @@ class GbifClient:
         a request's path; past it GBIF counts as failed (a stale answer, else UpstreamTimeout).
         An answer without GBIF's ``count`` and ``facets`` is an UpstreamError, never cached."""
         params = {k: str(v) for k, v in query.items()}
-        key = "occurrence/search?" + urlencode(sorted(params.items()))
-        cached = await asyncio.to_thread(self._cache.get, key)
-        if cached is not None and cached.age_s < self._settings.cache_ttl_s:
-            return GbifAnswer(cached.payload, "hit")
-        try:
+
+        async def fetch() -> dict[str, Any]:
             try:
                 async with asyncio.timeout(max_wait_s):
                     payload = await self._get("occurrence/search", params)
@@ -119,6 +104,20 @@ class GbifClient:
                     "GBIF answered an occurrence search without its count and facets",
                     detail={"upstream": "gbif"},
                 )
+            return payload
+
+        return await self._cached("occurrence/search", params, fetch)
+
+    async def _cached(
+        self, path: str, query: Mapping[str, Any], fetch: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> GbifAnswer:
+        """A fresh cached answer, else ``fetch()`` (cached), else, when GBIF fails, a stale one."""
+        key = f"{path}?" + urlencode(sorted(query.items()))
+        cached = await asyncio.to_thread(self._cache.get, key)
+        if cached is not None and cached.age_s < self._settings.cache_ttl_s:
+            return GbifAnswer(cached.payload, "hit")
+        try:
+            payload = await fetch()
         except (UpstreamError, UpstreamTimeout) as exc:
             if cached is None:
                 raise

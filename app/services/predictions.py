@@ -3,40 +3,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.index.artifacts import SpeciesIndex
 from app.models.registry import LoadedModel
-from app.services.identify import FileIdentifications
-from app.services.lookup import FileLookups
+from app.services.identify import FileIdentifications, Identification
+from app.services.lookup import FileLookups, LookupAnswer
 from app.training.predictions import Predictions, Ranked, species_names
 
 
-def predictions_of_model(model: LoadedModel, found: FileIdentifications) -> Predictions:
-    ranked = [
-        Ranked([hit.label.scientific_name for hit in r.species], [hit.score for hit in r.species])
-        if r is not None
-        else None
-        for r in found.results
+def _ranked(results: Sequence[Identification | LookupAnswer | None]) -> list[Ranked | None]:
+    return [
+        None
+        if r is None
+        else Ranked([hit.label.scientific_name for hit in r.species], [hit.score for hit in r.species])
+        for r in results
     ]
+
+
+def predictions_of_model(model: LoadedModel, found: FileIdentifications) -> Predictions:
     return Predictions(
         source=f"{model.spec.format} {model.spec.name}",
         classes=species_names(model),
         paths=found.paths,
-        ranked=ranked,
+        ranked=_ranked(found.results),
         failures=found.failures,
     )
 
 
 def predictions_of_index(index: SpeciesIndex, found: FileLookups) -> Predictions:
-    ranked = [
-        Ranked([hit.label.scientific_name for hit in r.species], [hit.score for hit in r.species])
-        if r is not None
-        else None
-        for r in found.results
-    ]
     return Predictions(
         source=f"index {index.manifest.version} ({index.manifest.embedder.name})",
         classes=[label.scientific_name for label in index.labels],
         paths=found.paths,
-        ranked=ranked,
+        ranked=_ranked(found.results),
         failures=found.failures,
     )

@@ -26,7 +26,7 @@ from tests.fakes.gbif import FakeGbif
 from tests.fakes.image_host import ImageHost
 from tests.support.env import MAX_UPLOAD, gbif_env, service_env
 from tests.support.figures import figure
-from tests.support.manifests import BIRDS, INSECTS, aiy_entry, write_manifest
+from tests.support.manifests import BIRDS, INSECTS, aiy_entry, with_scope, write_manifest
 from tests.support.server import REPO, ServiceProcess
 from tests.support.shared import SHARED
 
@@ -49,15 +49,8 @@ FLOOR, HALF_SATURATION, PRIOR_TIMEOUT = 0.1, 5.0, 2.0
 
 
 def identify_entry(model: tuple[str, str, int, str], **extra: Any) -> dict[str, Any]:
-    """A real AIY classifier with what /v1/identify needs: the pre-logits and final-layer
-    weights (the scope signal) and the shipped calibration, as volumes/models/models.toml has."""
-    return {
-        **aiy_entry(*model),
-        "features_tensor": "module/AvgPool/AvgPool",
-        "class_weights_tensor": "module/Logits/weights_quant/FakeQuantWithMinMaxVars/transpose",
-        "calibration": str(CALIBRATION / f"{model[0]}.json"),
-        **extra,
-    }
+    """A real AIY classifier with what /v1/identify needs, as volumes/models/models.toml has."""
+    return with_scope(aiy_entry(*model)) | extra
 
 
 def identify_manifest(folder: Path) -> Path:

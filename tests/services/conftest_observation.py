@@ -34,7 +34,7 @@ from app.services.verdicts import route, verdict
 from app.settings import ModelSettings, RankingSettings
 from tests.services.helpers import MAX_PIXELS
 from tests.support.datasets import Labelled, photos
-from tests.support.manifests import BIRDS, INSECTS, aiy_entry, write_manifest
+from tests.support.manifests import BIRDS, INSECTS, aiy_entry, with_scope, write_manifest
 from tests.support.server import REPO
 from tests.support.shared import SHARED
 
@@ -56,17 +56,7 @@ def shipped_entry(
     """``aiy_entry`` plus what volumes/models/models.toml declares for /v1/identify (sha256,
     features and class-weights tensors) and, by default, the shipped calibration file."""
     spec = next(m for m in load_manifest(SHIPPED_MANIFEST).models if m.name == model[0])
-    entry = aiy_entry(*model) | {
-        "sha256": spec.sha256,
-        "features_tensor": spec.features_tensor,
-        "class_weights_tensor": spec.class_weights_tensor,
-    }
-    if calibration == "shipped":
-        assert spec.calibration is not None
-        entry["calibration"] = str(SHIPPED_MANIFEST.parent / spec.calibration)
-    elif calibration is not None:
-        entry["calibration"] = str(calibration)
-    return entry
+    return with_scope(aiy_entry(*model) | {"sha256": spec.sha256}, calibration=calibration)
 
 
 def shipped_calibration_path(model: str) -> Path:

@@ -92,3 +92,25 @@ def plants_entry(model: Path, labels: tuple[Path, Path | None]) -> dict[str, Any
 
 BIRDS = ("aiy_birds_v1", "bird", 964, "inat_bird_labels.txt")
 INSECTS = ("aiy_insects_v1", "insect", 1021, "inat_insect_labels.txt")
+
+
+SHIPPED_MANIFEST = Path(__file__).resolve().parents[2] / "volumes" / "models" / "models.toml"
+
+
+def with_scope(entry: dict[str, Any], *, calibration: Path | str | None = "shipped") -> dict[str, Any]:
+    """``entry`` (an AIY classifier) plus what volumes/models/models.toml declares for
+    /v1/identify: the pre-logits and final-layer weights (the class-cosine scope signal) and, by
+    default, the shipped calibration file (``None``: uncalibrated)."""
+    from app.models.manifest import load_manifest
+
+    spec = next(m for m in load_manifest(SHIPPED_MANIFEST).models if m.name == entry["name"])
+    scoped = entry | {
+        "features_tensor": spec.features_tensor,
+        "class_weights_tensor": spec.class_weights_tensor,
+    }
+    if calibration == "shipped":
+        assert spec.calibration is not None
+        scoped["calibration"] = str(SHIPPED_MANIFEST.parent / spec.calibration)
+    elif calibration is not None:
+        scoped["calibration"] = str(calibration)
+    return scoped

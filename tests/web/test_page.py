@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.support.env import gbif_env
-from tests.support.manifests import BIRDS, INSECTS, aiy_entry, write_manifest
+from tests.support.manifests import BIRDS, INSECTS, aiy_entry, with_scope, write_manifest
 from tests.support.reference import leeds, samples
 from tests.support.server import REPO, ServiceProcess
 from tests.support.shared import HAS_SHARED, NO_SHARED, SHARED
@@ -32,15 +32,7 @@ LEEDS = SHARED / "datasets" / "leedsbutterfly" / "images"
 ROUTES = {"/bird_url", "/insect_url", "/plant_url", "/img_url"}  # what "Not sure" asked before /v1/identify
 
 
-def scoped(entry: dict[str, object]) -> dict[str, object]:
-    """What /v1/identify needs of a classifier, as volumes/models/models.toml gives it: the
-    pre-logits and final weights (the class-cosine scope signal) and the shipped calibration."""
-    return {
-        **entry,
-        "features_tensor": "module/AvgPool/AvgPool",
-        "class_weights_tensor": "module/Logits/weights_quant/FakeQuantWithMinMaxVars/transpose",
-        "calibration": str(REPO / "volumes" / "models" / "calibration" / f"{entry['name']}.json"),
-    }
+scoped = with_scope  # what /v1/identify needs of a classifier, as volumes/models/models.toml gives it
 
 
 @pytest.fixture(scope="module")
