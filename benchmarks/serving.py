@@ -21,6 +21,23 @@ driven in turns (before, after, after, before, ...: drift and noise hit both sid
 concurrency 16 with the real photos, by upload and by URL; per input mode it prints img/s per round,
 each side's median and after/before, PASS when that is at least ``--min-ratio`` (exit status 1 if
 not).
+
+    .venv/bin/python benchmarks/serving.py --identify        # POST /v1/identify vs the old page's calls
+
+With ``--identify`` it runs only the observation comparison, on one server with the shipped
+manifest's classifiers that /v1/identify reads (birds + insects: ``features_tensor``,
+``class_weights_tensor``, ``calibration``; written as the benchmark's own manifest with absolute
+paths): (i) one POST /v1/identify per photo against (ii) what the page's "auto" mode sent before
+/v1/identify (app/web/app.js at 13603f9: ``Promise.allSettled`` over the groups), /bird_url and
+/insect_url with the same photo at once on two keep-alive connections, one photo done when both
+have answered. Same photos, same server, by upload and by URL, real photos and 12 MP JPEGs, at
+concurrency 16 and 4 (photos in flight); the two sides are driven in turns (identify, pair, pair,
+identify, ...) for ``--rounds`` rounds and it prints photos/s per side (medians) and
+identify/pair, PASS at or above ``--min-identify-ratio`` (exit status 1 if not); beside it the
+service's CPU ms per photo (all threads, and the event loop's part), which other load on a shared
+machine moves far less than photos/s, and the ceiling without HTTP: identify's worker job (one
+decode, both models) against two decode -> model jobs, on the service's worker threads.
+``--pairs sequential`` sends /insect_url only after /bird_url answered (a page awaiting each).
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ import argparse
 import asyncio
 import functools
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -37,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -269,11 +288,28 @@ def main() -> None:
     parser.add_argument("--big-requests", type=int, default=32, help="per cell, 12 MP JPEGs")
     parser.add_argument("--skip-batching", action="store_true")
     parser.add_argument("--baseline", metavar="REV", help="only compare (c) at git REV with this tree")
-    parser.add_argument("--rounds", type=int, default=5, help="--baseline: runs per side and input mode")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="--baseline, --identify: runs per side and cell"
+    )
     parser.add_argument("--min-ratio", type=float, default=0.97, help="--baseline: PASS at or above")
+    parser.add_argument("--identify", action="store_true",
+                        help="only compare POST /v1/identify with /bird_url + /insect_url")  # fmt: skip
+    parser.add_argument(
+        "--observations", type=int, default=128, help="--identify: photos per run, real photos"
+    )
+    parser.add_argument("--big-observations", type=int, default=64, help="--identify: photos per run, 12 MP")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[16, 4], help="--identify: photos in flight"
+    )
+    parser.add_argument("--pairs", choices=("parallel", "sequential"), default="parallel",
+                        help="--identify: the legacy calls at once (the old page) or in turn")  # fmt: skip
+    parser.add_argument("--min-identify-ratio", type=float, default=1.6, help="--identify: PASS at or above")
     args = parser.parse_args()
     if not (BIRDS / "model.tflite").exists():
         sys.exit(f"{BIRDS} not found: this benchmark needs ../shared")
+    if args.identify:
+        totals = {"real photos": args.observations, "12 MP JPEGs": args.big_observations}
+        sys.exit(compare_identify(args.rounds, totals, args.concurrency, args.pairs, args.min_identify_ratio))
     if args.baseline:
         sys.exit(compare_with(args.baseline, args.rounds, args.requests, args.min_ratio))
     from app.settings import ModelSettings
@@ -455,6 +491,271 @@ def compare_with(rev: str, rounds: int, total: int, min_ratio: float) -> int:
     if errors:
         print(f"FAIL: {errors} requests did not answer 200 (logs in {work})")
     print(f"took {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
+
+
+IDENTIFY_MANIFEST = Path(tempfile.gettempdir()) / "species-bench-identify.toml"
+SHIPPED_MANIFEST = REPO / "volumes" / "models" / "models.toml"
+MANIFEST_PATHS = ("file", "labels", "common_names", "taxonomy", "calibration")  # relative to the manifest
+
+
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) the process (every thread), or one thread of it, has used."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for these values (paths, names, tensor names)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def write_identify_manifest() -> list[dict[str, object]]:
+    """The shipped manifest's classifiers that /v1/identify reads (``features_tensor``,
+    ``class_weights_tensor`` and ``calibration`` declared), with absolute paths: each file from
+    volumes/models, else from ../shared/models; an optional one found in neither (a taxonomy not
+    linked yet) is left out, and the model file must be found. Returns the entries written."""
+    entries = []
+    for entry in tomllib.loads(SHIPPED_MANIFEST.read_text(encoding="utf-8"))["models"]:
+        if entry.get("task") != "classifier" or not all(
+            entry.get(key) for key in ("features_tensor", "class_weights_tensor", "calibration", "group")
+        ):
+            continue
+        entry = dict(entry)
+        for key in MANIFEST_PATHS:
+            if key not in entry:
+                continue
+            found = [
+                b / entry[key]
+                for b in (SHIPPED_MANIFEST.parent, SHARED / "models")
+                if (b / entry[key]).exists()
+            ]
+            if found:
+                entry[key] = str(found[0])
+            elif key == "file":
+                raise FileNotFoundError(
+                    f"{entry['name']}: {entry[key]} in neither volumes/models nor ../shared"
+                )
+            else:
+                del entry[key]
+        entries.append(entry)
+    IDENTIFY_MANIFEST.write_text(
+        "".join(
+            "[[models]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in e.items()) + "\n" for e in entries
+        )
+    )
+    return entries
+
+
+async def drive_observations(url: str, plans: list[list[bytes]], concurrency: int, total: int,
+                             parallel: bool = True, pid: int | None = None):  # fmt: skip
+    """``total`` photos, ``concurrency`` at a time; a photo's plan is the request(s) that get it
+    identified: sent at once on one keep-alive connection each (``parallel``, as a browser's
+    ``Promise.all`` does), or one after the other on one. A photo is done when every answer is in.
+    (photos/s, p50, p99 ms per photo, requests not answered 200, the load generator's CPU share,
+    then over the timed part the CPU ms per photo of the server process ``pid``, all threads and
+    its main thread (the event loop): nan without one)."""
+    port = int(url.rsplit(":", 1)[1])
+    width = max(len(plan) for plan in plans) if parallel else 1
+    latencies: list[float] = []
+    errors = 0
+    next_index = iter(range(total))
+
+    async def worker() -> None:
+        nonlocal errors
+        streams = [await asyncio.open_connection("127.0.0.1", port, limit=2**24) for _ in range(width)]
+
+        async def one(plan: list[bytes]) -> list[int]:
+            if parallel:
+                return await asyncio.gather(
+                    *(exchange(r, w, req) for (r, w), req in zip(streams, plan, strict=True))
+                )
+            return [await exchange(*streams[0], req) for req in plan]
+
+        await one(plans[0])  # warm-up, not timed
+        await barrier.wait()
+        for i in next_index:
+            started = time.perf_counter()
+            statuses = await one(plans[i % len(plans)])
+            latencies.append(time.perf_counter() - started)
+            errors += sum(status != 200 for status in statuses)
+        for _, writer in streams:
+            writer.close()
+
+    barrier = asyncio.Barrier(concurrency + 1)
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await barrier.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    server_cpu = (cpu_s(pid), cpu_s(pid, pid)) if pid is not None else (np.nan, np.nan)
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    after = (cpu_s(pid), cpu_s(pid, pid)) if pid is not None else (np.nan, np.nan)
+    server_ms = [(a - b) * 1000 / total for a, b in zip(after, server_cpu, strict=True)]
+    client_share = (time.process_time() - cpu) / (elapsed * (os.cpu_count() or 1))
+    ms = np.array(latencies) * 1000
+    p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    return total / elapsed, p50, p99, errors, client_share, *server_ms
+
+
+def in_process_identify(photos: list[bytes], workers: int, total: int, rounds: int) -> dict[str, list[tuple]]:
+    """The ceiling, no HTTP: per photo, the worker job /v1/identify runs (one decode, every model:
+    ``ObservationService._run_photo``) against two ``infer_now`` jobs (decode -> model, once per
+    model, as /bird_url and /insect_url run them), on ``workers`` threads, in turns; per side and
+    round (photos/s, CPU ms per photo of this process)."""
+    from app.imaging.photo import Photo
+    from app.models.registry import open_registry
+    from app.pipeline import infer_now
+    from app.services.observation import ObservationService
+    from app.settings import ImageSettings, ModelSettings, RankingSettings
+
+    max_pixels = ImageSettings().max_pixels
+    registry = open_registry(ModelSettings(manifest=IDENTIFY_MANIFEST, inference_workers=workers))
+    models = [m for m in registry.entries() if m.spec.task == "classifier" and m.state == "ready"]
+    service = ObservationService(registry, None, None, RankingSettings(), max_pixels=max_pixels)  # type: ignore[arg-type]
+    uploads = [Photo(data=d, source="upload") for d in photos]
+    jobs = {
+        "identify": [functools.partial(service._run_photo, 1, uploads[i % len(photos)], models, None)
+                     for i in range(total)],
+        "pair": [functools.partial(infer_now, m, photos[i % len(photos)], max_pixels)
+                 for i in range(total) for m in models],
+    }  # fmt: skip
+    results: dict[str, list[tuple]] = {side: [] for side in jobs}
+    with ThreadPoolExecutor(workers) as pool:
+        for side in jobs:  # warm-up
+            list(pool.map(lambda job: job(), jobs[side][: workers * 4]))
+        for i in range(rounds):
+            for side in list(jobs) if i % 2 == 0 else list(jobs)[::-1]:
+                started, cpu = time.perf_counter(), time.process_time()
+                list(pool.map(lambda job: job(), jobs[side]))
+                elapsed = time.perf_counter() - started
+                results[side].append((total / elapsed, (time.process_time() - cpu) * 1000 / total))
+    registry.close()
+    return results
+
+
+def compare_identify(rounds: int, totals: dict[str, int], concurrencies: list[int], pairs: str,
+                     min_ratio: float) -> int:  # fmt: skip
+    """POST /v1/identify vs /bird_url + /insect_url for the same photos on one server; 0 on PASS."""
+    started_all = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="species-bench-"))
+    entries = write_identify_manifest()
+    routes = [f"/{e['group']}_url" for e in entries]
+    sets = photo_sets(work)
+    from app.settings import ModelSettings
+
+    workers = ModelSettings().inference_workers
+    ceiling_rounds = rounds
+    ceilings = {
+        name: in_process_identify([p.read_bytes() for p in photos], workers, totals[name], ceiling_rounds)
+        for name, photos in sets.items()
+    }
+    static, static_url = static_server(work / "www")
+    env = {**service_env(work), "MODELS_MANIFEST": str(IDENTIFY_MANIFEST)}
+    server = Server([sys.executable, "-m", "uvicorn", "app.main:app"], env, work / "identify.log")
+    parallel = pairs == "parallel"
+    pair_name = " + ".join(routes) + (" at once" if parallel else ", one after the other")
+    print(
+        f"{os.cpu_count()} CPUs; manifest {IDENTIFY_MANIFEST}: " + ", ".join(str(e["name"]) for e in entries)
+    )
+    print(
+        f"service ready in {server.startup_s:.2f} s; photos: "
+        + ", ".join(f"{len(v)} {k}" for k, v in sets.items())
+    )
+    print(f"identify: one POST /v1/identify per photo; pair: {pair_name} (one photo = both answered)")
+    sides = ("identify", "pair")
+    rows = []
+    errors = 0
+    try:
+        first = sets["real photos"][0]
+        check = httpx.post(
+            f"{server.url}/v1/identify", files={"image": (first.name, first.read_bytes())}, timeout=30
+        )
+        check.raise_for_status()
+        print("  /v1/identify reads: " + ", ".join(f"{m['model']} ({m['signal']} {m['scope']:.3f})"
+                                                  for m in check.json()["models"]))  # fmt: skip
+        if len(check.json()["models"]) != len(entries):
+            raise RuntimeError(f"/v1/identify read {len(check.json()['models'])} models, not {len(entries)}")
+        for set_name, photos in sets.items():
+            data = [p.read_bytes() for p in photos]
+            total = totals[set_name]
+            for mode in ("upload", "url"):
+                payloads: list[tuple[str, bytes | str]] = (
+                    [(p.name, d) for p, d in zip(photos, data, strict=True)]
+                    if mode == "upload"
+                    else [(p.name, f"{static_url}/{p.name}") for p in photos]
+                )
+                plans = {
+                    "identify": [[request_bytes(server.port, "/v1/identify", n, pl)] for n, pl in payloads],
+                    "pair": [[request_bytes(server.port, r, n, pl) for r in routes] for n, pl in payloads],
+                }
+                for concurrency in concurrencies:
+                    measured: dict[str, list[tuple]] = {side: [] for side in sides}
+                    for side in sides:  # warm-up: connections, the static host's threads
+                        asyncio.run(
+                            drive_observations(server.url, plans[side], concurrency, min(total, 48), parallel)
+                        )
+                    for i in range(rounds):
+                        for side in sides if i % 2 == 0 else sides[::-1]:
+                            r = asyncio.run(
+                                drive_observations(
+                                    server.url, plans[side], concurrency, total, parallel, server.proc.pid
+                                )
+                            )
+                            measured[side].append(r)
+                            errors += r[3]
+                    rows.append((set_name, mode, concurrency, measured))
+    finally:
+        server.stop()
+        static.shutdown()
+
+    failed = errors > 0
+    print(f"\n{rounds} rounds of {totals} photos per side and cell, in turns; medians over the rounds.")
+    print("CPU ms/photo: the service process's CPU time per photo, all threads (of it on the event loop),")
+    print("the figure least moved by other load on a shared machine; cpu ratio = pair / identify.")
+    print(f"{'photos':<12} {'input':<7} {'conc':>4} | {'identify photo/s p50/p99 ms':>27} | "
+          f"{'pair photo/s p50/p99 ms':>27} | {'id/pair':>12} {'paired':>6} | {'CPU ms/photo id':>15} "
+          f"{'pair':>11} {'ratio':>5} | bench | id/pair per round")  # fmt: skip
+    for set_name, mode, concurrency, measured in rows:
+        med = {s: np.median(np.array([(*r[:3], *r[5:]) for r in measured[s]]), axis=0) for s in sides}
+        ratio = float(med["identify"][0] / med["pair"][0])
+        per_round = [a[0] / b[0] for a, b in zip(measured["identify"], measured["pair"], strict=True)]
+        bench = np.median([r[4] for side in sides for r in measured[side]])
+        verdict = "PASS" if ratio >= min_ratio else "FAIL"
+        failed |= ratio < min_ratio
+
+        def cell(m: np.ndarray) -> str:
+            return f"{m[0]:7.1f} {m[1]:5.0f} / {m[2]:5.0f}"
+
+        def cpu(m: np.ndarray) -> str:
+            return f"{m[3]:5.1f} ({m[4]:4.1f})"
+
+        print(f"{set_name:<12} {mode:<7} {concurrency:>4} | {cell(med['identify']):>27} | "
+              f"{cell(med['pair']):>27} | {ratio:7.2f} {verdict} {np.median(per_round):6.2f} | "
+              f"{cpu(med['identify']):>15} "
+              f"{cpu(med['pair']):>11} {med['pair'][3] / med['identify'][3]:5.2f} | {bench:5.0%} | "
+              + " ".join(f"{x:.2f}" for x in per_round))  # fmt: skip
+    print(f"PASS: identify/pair (photos/s, medians) >= {min_ratio}; paired: the median of the rounds' ratios")
+    print(f"\nThe ceiling, no HTTP ({ceiling_rounds} rounds in turns, {workers} worker threads, medians): "
+          "identify's worker job per photo vs two decode -> model jobs")  # fmt: skip
+    for name, ceiling in ceilings.items():
+        med = {side: np.median(np.array(r), axis=0) for side, r in ceiling.items()}
+        ident, pair = med["identify"], med["pair"]
+        print(f"{name:<12} identify {ident[0]:6.1f} photo/s {ident[1]:5.1f} CPU ms | "
+              f"pair {pair[0]:6.1f} photo/s {pair[1]:5.1f} CPU ms | identify/pair "
+              f"{ident[0] / pair[0]:.2f} (CPU {pair[1] / ident[1]:.2f})")  # fmt: skip
+    if errors:
+        print(f"FAIL: {errors} requests did not answer 200 (log in {work})")
+    print(f"took {time.monotonic() - started_all:.0f} s")
     return 1 if failed else 0
 
 
