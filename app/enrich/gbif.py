@@ -111,8 +111,10 @@ class GbifClient:
     async def _cached(
         self, path: str, query: Mapping[str, Any], fetch: Callable[[], Awaitable[dict[str, Any]]]
     ) -> GbifAnswer:
-        """A fresh cached answer, else ``fetch()`` (cached), else, when GBIF fails, a stale one."""
-        key = f"{path}?" + urlencode(sorted(query.items()))
+        """A fresh cached answer, else ``fetch()`` (cached), else, when GBIF fails, a stale one.
+        The key is the whole request, the upstream's base URL included: another GBIF_API_URL
+        (a mirror, a test server) never gets this one's answers."""
+        key = f"{self._client.base_url}{path}?" + urlencode(sorted(query.items()))
         cached = await asyncio.to_thread(self._cache.get, key)
         if cached is not None and cached.age_s < self._settings.cache_ttl_s:
             return GbifAnswer(cached.payload, "hit")

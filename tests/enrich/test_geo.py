@@ -211,7 +211,7 @@ def test_the_month_is_in_the_query_and_the_cache_key(fake, tmp_path):
 
     with sqlite3.connect(settings.cache_path) as db:
         keys = sorted(key for (key,) in db.execute("SELECT key FROM responses"))
-    assert len(keys) == 3 and all(key.startswith("occurrence/search?") for key in keys)
+    assert len(keys) == 3 and all(key.startswith(f"{fake.base_url}/occurrence/search?") for key in keys)
     assert sum("month=6" in key for key in keys) == 1 and sum("month=12" in key for key in keys) == 1
 
 
