@@ -121,10 +121,6 @@ class ModelScope:
     def weights(self) -> ClassWeights | None:
         return self._weights
 
-    @property
-    def needs_features(self) -> bool:
-        return self.signal == "class_cosine"
-
     def assess(self, probabilities: Array, features: Array | None) -> Assessment:
         species = np.array(probabilities, dtype=np.float32)
         background = None
