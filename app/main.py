@@ -28,8 +28,7 @@ from app.enrich.taxonomies import TaxonomyBook
 from app.imaging.fetch import ImageFetcher, build_client
 from app.index.store import IndexStore
 from app.metrics import Metrics, MetricsMiddleware
-from app.models.manifest import load_manifest
-from app.models.registry import Registry
+from app.models.registry import Registry, read_manifests
 from app.models.runner import InferenceRunner
 from app.services.geo import GeoWeighting
 from app.services.identify import Identifier
@@ -46,7 +45,7 @@ async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
     """Builds everything the handlers reach through ``app.api.deps``; each closer is pushed as
     soon as its resource exists."""
     state, metrics = app.state, app.state.metrics
-    manifest = load_manifest(config.models.manifest)
+    manifest = read_manifests(config.models)
     registry = Registry.from_settings(manifest, config.models, on_batch=metrics.observe_batch)
     stack.callback(registry.close)
     runner = InferenceRunner(workers=config.models.inference_workers, max_queue=config.models.max_queue)
@@ -86,12 +85,15 @@ async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
     if config.models.reload_interval:
         watching = asyncio.create_task(_after(loading, registry, config))
         stack.push_async_callback(_cancel, watching)
-    log.info("serving; loading %d models from %s", len(manifest.models), config.models.manifest)
+    log.info(
+        "serving; loading %d models from %s (+ %s where present)",
+        len(manifest.models), config.models.manifest, config.models.user_manifest,
+    )  # fmt: skip
 
 
 async def _after(loading: asyncio.Task[None], registry: Registry, config: Settings) -> None:
     await loading
-    await watch_manifest(registry, config.models.manifest, config.models.reload_interval)
+    await watch_manifest(registry, config.models, config.models.reload_interval)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -42,6 +42,9 @@ class ModelSettings(BaseSettings):
     model_config = _config()
 
     manifest: Path = _env("MODELS_MANIFEST", default=Path("volumes/models/models.toml"))
+    # The user's own models (train-head writes here), merged with the shipped manifest; a name
+    # in both is an error. Default: local.toml beside MODELS_MANIFEST (git-ignored).
+    user_manifest_file: Path | None = _env("MODELS_USER_MANIFEST", default=None)
     # Ready means every model that could be loaded has been; with this on, one missing or
     # broken model keeps /health/ready at 503 (for deployments that must serve all groups).
     require_all: bool = _env("REQUIRE_ALL_MODELS", default=False)
@@ -63,6 +66,10 @@ class ModelSettings(BaseSettings):
     # POST /v1/explain costs ~170 model calls: at most this many run at once; more get 503 at
     # once, so saliency maps cannot crowd identifications out of the workers.
     explain_concurrency: int = _env("EXPLAIN_CONCURRENCY", default=1, ge=1, le=64)
+
+    @property
+    def user_manifest(self) -> Path:
+        return self.user_manifest_file or self.manifest.with_name("local.toml")
 
 
 class RankingSettings(BaseSettings):

@@ -196,6 +196,13 @@ class ModelInfo(BaseModel):
     background_index: int | None
     sha256: str | None
     load_seconds: float | None
+    manifest: str | None = Field(
+        description="the manifest file the entry comes from: the shipped one or the user's (local.toml)"
+    )
+    refused: str | None = Field(
+        default=None,
+        description="why the last reload refused a new version of this entry (this one keeps serving)",
+    )
 
 
 class ModelList(BaseModel):
@@ -204,6 +211,9 @@ class ModelList(BaseModel):
 
 class ModelReload(BaseModel):
     reloaded: list[str] = Field(description="entries loaded anew: new, or their entry or file changed")
+    refused: dict[str, str] = Field(
+        default={}, description="changed entries whose new version failed to load -> why; the old one serves"
+    )
     models: list[ModelInfo]
 
 

@@ -28,13 +28,13 @@ def calibrate(
 ) -> None:
     """Fit the temperature (probabilities comparable across models) and the scope threshold
     ("this model knows the photo") on photos of the model's group; print what they give."""
-    from app.models.manifest import load_manifest
+    from app.models.registry import read_manifests
     from app.services import calibration as service
 
     config = settings()
-    manifest = load_manifest(config.models.manifest)
+    manifest = read_manifests(config.models)
     spec = next((m for m in manifest.models if m.name == model), None)
-    declared = manifest.resolve(spec.calibration) if spec is not None and spec.calibration else None
+    declared = manifest.resolve(spec.calibration, spec) if spec is not None and spec.calibration else None
     target = out or declared or manifest.base_dir / "calibration" / f"{model}.json"
     images = labelled(dataset)
     with (
@@ -65,4 +65,6 @@ def calibrate(
         shown_path = (
             target.relative_to(manifest.base_dir) if target.is_relative_to(manifest.base_dir) else target
         )
-        typer.echo(f'add  calibration = "{shown_path}"  to the {model} entry of the manifest to serve it')
+        origin = spec.manifest_file if spec is not None else None
+        where = origin or "the manifest"
+        typer.echo(f'add  calibration = "{shown_path}"  to the {model} entry of {where} to serve it')

@@ -40,7 +40,7 @@ def link_gbif(
     config = settings()
     try:
         if model is not None:
-            target = model_target(config.models.manifest, model, out)
+            target = model_target(config.models, model, out)
         else:
             assert index is not None
             target = index_target(index, out)
@@ -60,5 +60,8 @@ def link_gbif(
     )
     if target.manifest_hint:
         typer.echo(target.manifest_hint)
+    if target.declare is not None:
+        manifest, name, path = target.declare
+        typer.echo(f'declared  taxonomy = "{path}"  for {name} in {manifest}: served after a reload')
     if report.failed:
         raise typer.Exit(1)

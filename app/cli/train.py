@@ -26,13 +26,15 @@ def train_head(
     ] = None,
     hidden: Annotated[int, typer.Option(min=8, max=4096, help="dense head: hidden units")] = 256,
     seed: Annotated[int, typer.Option()] = 0,
-    out_dir: Annotated[Path | None, typer.Option(help="default: NAME/ beside the manifest")] = None,
-    register: Annotated[bool, typer.Option(help="add the entry to MODELS_MANIFEST")] = True,
+    out_dir: Annotated[Path | None, typer.Option(help="default: NAME/ beside the manifests")] = None,
+    register: Annotated[
+        bool, typer.Option(help="add the entry to the user manifest (local.toml beside MODELS_MANIFEST)")
+    ] = True,
     workers: Workers = None,
     progress: Progress = True,
 ) -> None:
     """Teach the service YOUR classes: a head on frozen embeddings (transfer learning), saved with
-    its labels, a manifest entry and a validation report; served after a reload."""
+    its labels, an entry in the user manifest and a validation report; served after a reload."""
     if kind not in ("logistic", "dense"):
         raise fail("--kind is logistic or dense")
     require_extra("sklearn", "training", "train-head")
@@ -40,7 +42,7 @@ def train_head(
     from app.services import train as service
 
     config = settings()
-    manifest = config.models.manifest
+    manifest, shipped = config.models.user_manifest, config.models.manifest
     request = service.TrainRequest(
         images=labelled(dataset), dataset=str(dataset), name=name,
         target=out_dir or manifest.resolve().parent / name, kind="dense" if kind == "dense" else "logistic",
@@ -48,7 +50,7 @@ def train_head(
     )  # fmt: skip
     entry = service.entry_for(manifest, request, embedder)
     try:
-        new = not register or check_entry(manifest, entry)  # a taken name: refused before training
+        new = not register or check_entry(manifest, entry, shipped)  # a taken name: refused before training
     except ManifestError as exc:
         raise fail(str(exc)) from exc
     with open_model(config, embedder, "embedder") as model:
@@ -64,7 +66,7 @@ def train_head(
         typer.echo(f"saved {outcome.head}; not registered (--no-register)")
         return
     try:
-        added = new and service.register(manifest, entry)
+        added = new and service.register(manifest, entry, shipped)
     except ManifestError as exc:
         raise fail(str(exc)) from exc
     typer.echo(

@@ -36,6 +36,9 @@ class LoadedModel:
     input: InputSpec | None = None  # what to decode to: the spec's, or a head's embedder's
     file_mtime_ns: int | None = None  # a reload reloads an entry whose file changed
     scope: ModelScope | None = None  # classifiers: calibration and the open-set signal
+    # The last reload's new version of this entry that failed to load: (entry, file mtime, why).
+    # This one keeps serving; the same version is not retried until the entry or file changes.
+    refused: tuple[ModelSpec, int | None, str] | None = None
 
     @property
     def name(self) -> str:

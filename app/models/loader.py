@@ -37,7 +37,7 @@ def file_mtime(manifest: Manifest, spec: ModelSpec) -> int | None:
     if spec.file is None:
         return None
     try:
-        return manifest.resolve(spec.file).stat().st_mtime_ns
+        return manifest.resolve(spec.file, spec).stat().st_mtime_ns
     except OSError:
         return None
 
@@ -54,12 +54,12 @@ def load_entry(
         if not _locate(model, manifest):
             return
         model.labels = _labels(spec, manifest)
-        model.taxonomy_path = manifest.resolve(spec.taxonomy) if spec.taxonomy else None
+        model.taxonomy_path = manifest.resolve(spec.taxonomy, spec) if spec.taxonomy else None
         if spec.embedder is not None:
             model.backend = _open_head(model, embedders.get(spec.embedder))
         else:
             assert model.location is not None
-            model.backend = _open_backend(spec, manifest.resolve(model.location), model.location, options)
+            model.backend = _open_backend(spec, Path(model.location), model.location, options)
         _check_outputs(model)
         if spec.task == "classifier":
             model.scope = _scope(model, manifest)
@@ -94,7 +94,7 @@ def _locate(model: LoadedModel, manifest: Manifest) -> bool:
         assert spec.handle is not None
         model.location = spec.handle
         return True
-    path = manifest.resolve(spec.file)
+    path = manifest.resolve(spec.file, spec)
     model.location = str(path)
     model.file_mtime_ns = file_mtime(manifest, spec)
     if not path.exists():
@@ -114,11 +114,11 @@ def _locate(model: LoadedModel, manifest: Manifest) -> bool:
 def _labels(spec: ModelSpec, manifest: Manifest) -> list[Label]:
     if spec.labels is None:
         return []
-    common = manifest.resolve(spec.common_names) if spec.common_names else None
+    common = manifest.resolve(spec.common_names, spec) if spec.common_names else None
     if common is not None and not common.exists():
         log.warning("model %s: common-name file %s missing; scientific names only", spec.name, common)
         common = None
-    return load_labels(manifest.resolve(spec.labels), common)
+    return load_labels(manifest.resolve(spec.labels, spec), common)
 
 
 def _open_backend(spec: ModelSpec, path: Path, location: str, options: LoadOptions) -> Backend:
@@ -152,7 +152,7 @@ def _open_head(model: LoadedModel, embedder: LoadedModel | None) -> Backend:
 def _scope(model: LoadedModel, manifest: Manifest) -> ModelScope:
     spec = model.spec
     calibration = (
-        load_calibration(manifest.resolve(spec.calibration), model.sha256) if spec.calibration else None
+        load_calibration(manifest.resolve(spec.calibration, spec), model.sha256) if spec.calibration else None
     )
     weights = model.backend.class_weights if isinstance(model.backend, FeatureBackend) else None
     if weights is not None and weights.rows.shape[0] != len(model.labels):

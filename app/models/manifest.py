@@ -1,24 +1,38 @@
 """The model manifest: one TOML entry per model, so adding a model is data, not code.
 
-``volumes/models/models.toml`` holds ``[[models]]`` tables; relative paths resolve against the
-manifest's own folder, so a volume can be mounted anywhere.
+Two files, merged: the shipped ``volumes/models/models.toml`` (tracked) and the user's own
+``local.toml`` beside it (never tracked), where ``train-head`` registers the models a user
+trains. Each holds ``[[models]]`` tables; an entry's relative paths resolve against its own
+file's folder, so a volume can be mounted anywhere. A name (or route group) in both files is an
+error, not an override: a user cannot silently replace a shipped model.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from app.core.types import InputSpec
 
 Task = Literal["classifier", "embedder"]
 Format = Literal["tflite", "saved_model", "head"]
 
-__all__ = ["InputSpec", "Manifest", "ManifestError", "ModelSpec", "add_entry", "load_manifest"]
+__all__ = [
+    "InputSpec",
+    "Manifest",
+    "ManifestError",
+    "ModelSpec",
+    "add_entry",
+    "check_entry",
+    "load_manifest",
+    "load_manifests",
+    "set_entry_field",
+]
 
 
 class ModelSpec(BaseModel):
@@ -53,6 +67,13 @@ class ModelSpec(BaseModel):
     # What `python -m app calibrate` fitted for this model (temperature, scope threshold).
     calibration: str | None = None
     source: str = ""  # where download_volume.sh gets the official file
+    # The manifest file the entry was read from (as configured): relative paths resolve against
+    # its folder, and GET /v1/models names it.
+    _manifest_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def manifest_file(self) -> Path | None:
+        return self._manifest_file
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -101,55 +122,156 @@ class Manifest(BaseModel):
                 raise ValueError(f"head {spec.name}: no embedder named {spec.embedder!r} in the manifest")
         return self
 
-    def resolve(self, relative: str) -> Path:
+    def resolve(self, relative: str, spec: ModelSpec | None = None) -> Path:
+        """``relative`` against the folder of ``spec``'s own manifest file (the shipped
+        manifest's folder when no spec is given or it was built in code)."""
         path = Path(relative).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        if path.is_absolute():
+            return path
+        origin = spec.manifest_file if spec is not None else None
+        return (origin.resolve().parent if origin is not None else self.base_dir) / path
 
 
 class ManifestError(Exception):
     """The manifest is missing or malformed: the server cannot know what to serve."""
 
 
-def load_manifest(path: Path) -> Manifest:
+def _read(path: Path) -> list[ModelSpec]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"model manifest {path} not found") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ManifestError(f"model manifest {path} unreadable: {exc}") from exc
+    return _specs(path, raw.get("models", []))
+
+
+def _specs(path: Path, tables: object) -> list[ModelSpec]:
+    if not isinstance(tables, list):
+        raise ManifestError(f"model manifest {path} invalid: 'models' must be [[models]] tables")
+    specs: list[ModelSpec] = []
+    for table in tables:
+        try:
+            spec = ModelSpec.model_validate(table)
+        except ValidationError as exc:
+            raise ManifestError(f"model manifest {path} invalid: {exc}") from exc
+        spec._manifest_file = path
+        specs.append(spec)
+    return specs
+
+
+def _merge(shipped: Path, specs: list[ModelSpec]) -> Manifest:
+    for attr in ("name", "group"):
+        first: dict[str, ModelSpec] = {}
+        for spec in specs:
+            value = getattr(spec, attr)
+            if value is None:
+                continue
+            other = first.setdefault(value, spec)
+            if other is not spec and other.manifest_file != spec.manifest_file:
+                raise ManifestError(
+                    f"model {attr} {value!r} is declared in both {other.manifest_file} and "
+                    f"{spec.manifest_file}: rename the entry in {spec.manifest_file}"
+                )
     try:
-        return Manifest(base_dir=path.resolve().parent, models=raw.get("models", []))
+        return Manifest(base_dir=shipped.resolve().parent, models=specs)
     except ValidationError as exc:
-        raise ManifestError(f"model manifest {path} invalid: {exc}") from exc
+        files = sorted({str(spec.manifest_file) for spec in specs} | {str(shipped)})
+        raise ManifestError(f"model manifest {' + '.join(files)} invalid: {exc}") from exc
 
 
-def check_entry(path: Path, entry: dict[str, str]) -> bool:
-    """Whether ``entry`` is new: False when an identical entry is already there; ManifestError
-    when the name is taken by another entry (ask before producing the files it points at)."""
-    current = load_manifest(path).models if path.exists() else []
-    same = next((spec for spec in current if spec.name == entry["name"]), None)
+def load_manifest(path: Path) -> Manifest:
+    """One manifest file on its own."""
+    return _merge(path, _read(path))
+
+
+def load_manifests(shipped: Path, user: Path | None) -> Manifest:
+    """The shipped manifest (required) merged with the user's (optional: absent = none)."""
+    specs = _read(shipped)
+    if user is not None and user.exists():
+        specs += _read(user)
+    return _merge(shipped, specs)
+
+
+def _entry_specs(user: Path, shipped: Path | None, text: str | None = None) -> list[ModelSpec]:
+    """What the merged manifest holds with ``user`` read as ``text`` (default: as on disk)."""
+    specs = _read(shipped) if shipped is not None and shipped.resolve() != user.resolve() else []
+    if text is not None:
+        try:
+            specs += _specs(user, tomllib.loads(text).get("models", []))
+        except tomllib.TOMLDecodeError as exc:
+            raise ManifestError(f"{user} would not be valid TOML: {exc}") from exc
+    elif user.exists():
+        specs += _read(user)
+    return specs
+
+
+def check_entry(path: Path, entry: dict[str, str], shipped: Path | None = None) -> bool:
+    """Whether ``entry`` is new to the user manifest ``path`` (merged with ``shipped``): False
+    when an identical entry is already there; ManifestError when the name is taken by another
+    entry, in either file (ask before producing the files it points at)."""
+    same = next((spec for spec in _entry_specs(path, shipped) if spec.name == entry["name"]), None)
     if same is None:
         return True
-    if all(str(getattr(same, key)) == value for key, value in entry.items()):
+    if same.manifest_file == path and all(str(getattr(same, key)) == value for key, value in entry.items()):
         return False
-    raise ManifestError(f"{path} already has a model named {entry['name']!r}: choose another name")
+    raise ManifestError(
+        f"{same.manifest_file} already has a model named {entry['name']!r}: choose another name"
+    )
 
 
-def add_entry(path: Path, entry: dict[str, str]) -> bool:
-    """Append ``entry`` as a ``[[models]]`` table, keeping the file as written (comments and
-    all). False when an identical entry is already there; ManifestError when the name is taken
-    by another entry. The result is validated before it is written."""
-    if not check_entry(path, entry):
+def add_entry(path: Path, entry: dict[str, str], shipped: Path | None = None) -> bool:
+    """Append ``entry`` as a ``[[models]]`` table to the user manifest ``path``, keeping the
+    file as written (comments and all). False when an identical entry is already there;
+    ManifestError when the name is taken in either file. The merged result is validated before
+    it is written."""
+    if not check_entry(path, entry, shipped):
         return False
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = path.read_text(encoding="utf-8") if path.exists() else _USER_HEADER
     # JSON strings are valid TOML basic strings.
     block = "\n[[models]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in entry.items())
-    updated = text + ("" if text.endswith("\n") or not text else "\n") + block
-    try:
-        Manifest(base_dir=path.resolve().parent, models=tomllib.loads(updated).get("models", []))
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ManifestError(f"the new entry would make {path} invalid: {exc}") from exc
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(updated, encoding="utf-8")
-    partial.replace(path)
+    _write(path, shipped, text + ("" if text.endswith("\n") or not text else "\n") + block)
     return True
+
+
+def set_entry_field(path: Path, name: str, key: str, value: str, shipped: Path | None = None) -> None:
+    """Add ``key = value`` to the ``[[models]]`` table named ``name`` in ``path`` (the user
+    manifest, machine-written as ``add_entry`` writes it); ManifestError when the entry is not
+    there, already sets the key, or the result would not be valid."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    starts = [i for i, line in enumerate(lines) if line.strip() == "[[models]]"] + [len(lines)]
+    for begin, end in itertools.pairwise(starts):
+        block = "".join(lines[begin:end])
+        try:
+            table = tomllib.loads(block.replace("[[models]]", "", 1))
+        except tomllib.TOMLDecodeError:
+            continue
+        if table.get("name") != name:
+            continue
+        if key in table:
+            raise ManifestError(f"{path}: model {name!r} already sets {key}")
+        while end > begin and not lines[end - 1].strip():
+            end -= 1  # after the table's last line, before the blank lines that separate it
+        if not lines[end - 1].endswith("\n"):
+            lines[end - 1] += "\n"
+        lines.insert(end, f"{key} = {json.dumps(value)}\n")
+        _write(path, shipped, "".join(lines))
+        return
+    raise ManifestError(f"{path} has no model named {name!r}")
+
+
+_USER_HEADER = """\
+# The user's own models, merged with the shipped models.toml beside it (never tracked by git).
+# `python -m app train-head` adds its entries here; a name already in models.toml is refused.
+"""
+
+
+def _write(path: Path, shipped: Path | None, text: str) -> None:
+    try:
+        _merge(shipped or path, _entry_specs(path, shipped, text))
+    except ManifestError as exc:
+        raise ManifestError(f"the change would make {path} invalid: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)

@@ -6,17 +6,34 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from app.errors import ModelNotFound, ModelUnavailable
 from app.models.loaded import LoadedModel, ModelState
 from app.models.loader import LoadOptions, file_mtime, load_entry
-from app.models.manifest import Manifest, load_manifest
+from app.models.manifest import Manifest, ModelSpec, load_manifests
 from app.settings import ModelSettings
 
-__all__ = ["LoadedModel", "ModelState", "Registry", "open_registry"]
+__all__ = ["LoadedModel", "ModelState", "Registry", "Reloaded", "open_registry", "read_manifests"]
+
+log = logging.getLogger(__name__)
+
+
+def read_manifests(settings: ModelSettings) -> Manifest:
+    """The shipped manifest merged with the user's (ManifestError says what is wrong)."""
+    return load_manifests(settings.manifest, settings.user_manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    loaded: list[str] = field(default_factory=list)  # swapped in: new, or entry or file changed
+    # Changed entries whose new version failed to load -> why; the version loaded before keeps
+    # serving (an entry that was not serving before is swapped in, in its failed state).
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class Registry:
@@ -57,17 +74,17 @@ class Registry:
         for model in sorted(models, key=lambda m: m.spec.format == "head"):
             load_entry(model, self.manifest, among, self.options)
 
-    def reload(self, manifest: Manifest) -> list[str]:
+    def reload(self, manifest: Manifest) -> Reloaded:
         """Re-read the manifest (blocking; call from a worker thread): entries that are new, or
         whose manifest entry or file changed, are loaded aside and swapped in at once; the rest
-        keep serving untouched. Returns the names loaded."""
+        keep serving untouched. A changed entry that fails to load (a garbage file, a missing
+        one) is refused: the version already serving stays, with the reason on it."""
         with self._reloading:
             current = self._models
             fresh: dict[str, LoadedModel] = {}
             for spec in manifest.models:
                 old = current.get(spec.name)
-                unchanged = old is not None and old.spec == spec
-                if unchanged and old is not None and old.file_mtime_ns == file_mtime(manifest, spec):
+                if old is not None and _unchanged(old, manifest, spec):
                     fresh[spec.name] = old
                 else:
                     fresh[spec.name] = LoadedModel(spec)
@@ -76,13 +93,22 @@ class Registry:
                 if spec.embedder in changed and spec.name not in changed:
                     fresh[spec.name] = LoadedModel(spec)
                     changed.add(spec.name)
-            self.manifest = manifest
             self._load([fresh[name] for name in changed], fresh)
+            refused: dict[str, str] = {}
+            for name in sorted(changed):
+                new, old = fresh[name], current.get(name)
+                if new.state in ("failed", "missing") and old is not None and old.state == "ready":
+                    reason = new.reason or new.state
+                    refused[name] = reason
+                    old.refused = (new.spec, new.file_mtime_ns, reason)
+                    fresh[name] = old
+                    log.warning("model %s: new version refused, the loaded one serves: %s", name, reason)
+            self.manifest = manifest
             self._models = fresh
             for name, old in current.items():
                 if fresh.get(name) is not old and old.batcher is not None:
                     old.batcher.close()  # drains what is queued; the backend goes with its last user
-            return sorted(changed)
+            return Reloaded(loaded=sorted(changed - set(refused)), refused=refused)
 
     # --- lookup ---------------------------------------------------------------------------
     @property
@@ -134,6 +160,15 @@ class Registry:
                 model.backend = None
 
 
+def _unchanged(old: LoadedModel, manifest: Manifest, spec: ModelSpec) -> bool:
+    """Serving ``old`` is still right for ``spec``: the same entry on the same file, or the very
+    version that was refused last time (not retried until the entry or the file changes)."""
+    mtime = file_mtime(manifest, spec)
+    if old.spec == spec and old.file_mtime_ns == mtime:
+        return True
+    return old.refused is not None and old.refused[:2] == (spec, mtime)
+
+
 def _ready(model: LoadedModel) -> LoadedModel:
     if model.state == "ready":
         return model
@@ -148,7 +183,7 @@ def _ready(model: LoadedModel) -> LoadedModel:
 def open_registry(settings: ModelSettings, only: str | None = None) -> Registry:
     """The loading the server's lifespan does, in the foreground, for the CLI and batch jobs
     (``only``: just that model and, for a head, its embedder). The caller closes it."""
-    manifest = load_manifest(settings.manifest)
+    manifest = read_manifests(settings)
     if only is not None:
         wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
         manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})

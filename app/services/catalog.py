@@ -25,6 +25,8 @@ class ModelStatus:
     background_index: int | None
     sha256: str | None
     load_seconds: float | None
+    manifest: str | None  # the file the entry was read from, as configured
+    refused: str | None  # why the last reload refused a new version (this one keeps serving)
 
 
 def endpoint_of(model: LoadedModel) -> str | None:
@@ -53,4 +55,6 @@ def status_of(model: LoadedModel) -> ModelStatus:
         background_index=spec.background_index,
         sha256=spec.sha256,
         load_seconds=model.load_seconds,
+        manifest=str(spec.manifest_file) if spec.manifest_file is not None else None,
+        refused=model.refused[2] if model.refused is not None else None,
     )

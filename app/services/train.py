@@ -1,5 +1,6 @@
 """train-head: YOUR classes as a head on frozen embeddings, saved with its labels, a validation
-report and (optionally) a manifest entry; served after a reload. Needs the ``training`` extra."""
+report and (optionally) an entry in the user manifest; served after a reload. Needs the
+``training`` extra."""
 
 from __future__ import annotations
 
@@ -106,16 +107,17 @@ def train(
     return TrainOutcome(head, trained, report, embedded.failures)
 
 
-def register(manifest_path: Path, entry: dict[str, str]) -> bool:
-    """Adds the head's entry to the manifest (validated first; comments kept). False when the
-    same entry is already there; ManifestError when the name is taken."""
-    return add_entry(manifest_path, entry)
+def register(user_manifest: Path, entry: dict[str, str], shipped: Path | None = None) -> bool:
+    """Adds the head's entry to the user manifest (never the shipped one; validated merged with
+    ``shipped`` first; comments kept). False when the same entry is already there;
+    ManifestError when the name is taken in either file."""
+    return add_entry(user_manifest, entry, shipped)
 
 
-def entry_for(manifest_path: Path, request: TrainRequest, embedder: str) -> dict[str, str]:
+def entry_for(user_manifest: Path, request: TrainRequest, embedder: str) -> dict[str, str]:
     """The manifest entry the head will have: known before training, so a taken name is refused
     (``check_entry``) before the files of the head registered under it are overwritten."""
-    base = manifest_path.resolve().parent
+    base = user_manifest.resolve().parent
 
     def shown(path: Path) -> str:
         # The manifest resolves relative paths against its own folder, so name the file as

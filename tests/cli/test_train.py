@@ -51,8 +51,9 @@ def trained(photos, tmp_path_factory) -> dict[str, Any]:
 
 
 @pytest.mark.shared
-def test_train_head_saves_the_head_and_adds_it_to_the_manifest(trained, photos):
+def test_train_head_saves_the_head_and_adds_it_to_the_user_manifest(trained, photos):
     stdout, head_dir, manifest = trained["stdout"], trained["dir"], trained["manifest"]
+    user = manifest.with_name("local.toml")
     assert (
         f"{HEAD}: dense head on {EMBEDDER}, 4 classes, 24 training photos (+24 augmented), "
         "8 validation photos" in stdout
@@ -62,7 +63,7 @@ def test_train_head_saves_the_head_and_adds_it_to_the_manifest(trained, photos):
     accuracy = float(found[1])
     assert accuracy >= 0.75, stdout
     assert f"report in {head_dir / 'report'}" in stdout
-    assert f"added to {manifest}; serve it at /v1/classify/{HEAD}" in stdout
+    assert f"added to {user}; serve it at /v1/classify/{HEAD}" in stdout
 
     meta = json.loads((head_dir / "head.json").read_text())
     assert meta["kind"] == "dense" and meta["classes"] == 4 and meta["augment"] == ["flip"]
@@ -75,11 +76,14 @@ def test_train_head_saves_the_head_and_adds_it_to_the_manifest(trained, photos):
     report = json.loads((head_dir / "report" / "report.json").read_text())
     assert report["evaluated"] == 8 and report["top1"] == pytest.approx(accuracy, abs=1e-3)
 
-    entries = {m["name"]: m for m in tomllib.loads(manifest.read_text())["models"]}
-    assert list(entries) == ["aiy_insects_v1", EMBEDDER, HEAD]
+    # The shipped manifest is left as it was: the head is the user's, in local.toml beside it.
+    shipped = [m["name"] for m in tomllib.loads(manifest.read_text())["models"]]
+    assert shipped == ["aiy_insects_v1", EMBEDDER]
+    entries = {m["name"]: m for m in tomllib.loads(user.read_text())["models"]}
+    assert list(entries) == [HEAD]
     entry = entries[HEAD]
     assert entry["format"] == "head" and entry["embedder"] == EMBEDDER and entry["task"] == "classifier"
-    assert (manifest.parent / entry["file"]).resolve() == (head_dir / "head.npz").resolve()
+    assert (user.parent / entry["file"]).resolve() == (head_dir / "head.npz").resolve()
 
 
 @pytest.mark.shared
@@ -88,6 +92,8 @@ def test_the_registered_head_is_ready_and_classifies_held_out_photos(trained, ph
     rows = {row["name"]: row for row in json.loads(ok(run_cli("models", manifest=manifest)).stdout)}
     head = rows[HEAD]
     assert head["state"] == "ready" and head["format"] == "head" and head["embedder"] == EMBEDDER, head
+    assert head["manifest"] == str(manifest.with_name("local.toml"))
+    assert rows[EMBEDDER]["manifest"] == str(manifest)
     assert head["num_classes"] == 4 and head["endpoint"] == f"/v1/classify/{HEAD}"
 
     options = f"--model {HEAD} --top-k 1 --no-progress"
@@ -107,7 +113,7 @@ def test_no_register_leaves_the_manifest_alone(photos, tmp_path):
     assert "unlisted: logistic head on" in result.stdout, result.stdout
     assert f"saved {out / 'head.npz'}; not registered (--no-register)" in result.stdout, result.stdout
     assert (out / "head.json").is_file() and not (tmp_path / "unlisted").exists()
-    assert manifest.read_text() == before
+    assert manifest.read_text() == before and not manifest.with_name("local.toml").exists()
 
 
 @pytest.mark.shared

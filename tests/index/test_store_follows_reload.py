@@ -40,17 +40,17 @@ def test_store_follows_an_embedder_replaced_by_a_reload(tmp_path):
     first = store.get()[1]
     assert store.state == "ready" and first is registry.get_any(NAME)
 
-    assert registry.reload(load_manifest(manifest)) == [] and not store.stale  # nothing changed
+    assert registry.reload(load_manifest(manifest)).loaded == [] and not store.stale  # nothing changed
 
     stat = model.stat()
     os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the same bytes, rewritten
-    assert registry.reload(load_manifest(manifest)) == [NAME]
+    assert registry.reload(load_manifest(manifest)).loaded == [NAME]
     assert store.stale
     store.refresh()
     assert store.state == "ready" and store.get()[1] is registry.get_any(NAME) is not first
 
     shutil.copyfile(MODELS / "aiy_birds_v1" / "model.tflite", model)  # another model under the name
-    assert registry.reload(load_manifest(manifest)) == [NAME]
+    assert registry.reload(load_manifest(manifest)).loaded == [NAME]
     store.refresh()
     assert store.state == "refused", store.reason
     registry.close()

@@ -27,9 +27,9 @@ from app.index.artifacts import (
     SpeciesIndex,
     new_version_name,
 )
-from app.models.manifest import load_manifest
+from app.models.manifest import load_manifest, load_manifests
 from app.services.gbif_link import LinkTarget, index_target, link, model_target
-from app.settings import GbifSettings
+from app.settings import GbifSettings, ModelSettings
 from tests.fakes.gbif import FakeGbif, synthesized
 from tests.support.manifests import write_manifest
 
@@ -88,7 +88,7 @@ def gbif_settings(fake: FakeGbif, tmp_path: Path, **overrides: object) -> GbifSe
 
 
 def test_model_target_lists_the_labels_but_the_background_and_hints_the_manifest_line(manifest, tmp_path):
-    target = model_target(manifest, "untaxed_v1")
+    target = model_target(ModelSettings(manifest=manifest), "untaxed_v1")
     assert target.names == NAMES  # "background" (index 5) is not a species to link
     assert target.out == tmp_path / "labels" / "gbif_taxonomy.jsonl"  # beside the label map
     assert target.manifest_hint is not None
@@ -96,19 +96,19 @@ def test_model_target_lists_the_labels_but_the_background_and_hints_the_manifest
     assert "untaxed_v1" in target.manifest_hint
 
     chosen = tmp_path / "elsewhere" / "t.jsonl"
-    assert model_target(manifest, "untaxed_v1", chosen).out == chosen
+    assert model_target(ModelSettings(manifest=manifest), "untaxed_v1", chosen).out == chosen
 
-    taxed = model_target(manifest, "taxed_v1")
+    taxed = model_target(ModelSettings(manifest=manifest), "taxed_v1")
     assert taxed.names == ["Vanessa cardui", "Danaus plexippus"]
     assert taxed.out == tmp_path / "taxa" / "taxed.jsonl" and taxed.manifest_hint is None
-    plain = model_target(manifest, "nobackground_v1")
+    plain = model_target(ModelSettings(manifest=manifest), "nobackground_v1")
     assert plain.names == ["Vanessa cardui", "background", "Danaus plexippus"]  # no background declared
 
 
 @pytest.mark.parametrize("name", ["nope_v1", "embedder_v1"])
 def test_model_target_refuses_a_model_without_a_label_map(manifest, name):
     with pytest.raises(BadRequest, match=f"no model with a label map named '{name}'"):
-        model_target(manifest, name)
+        model_target(ModelSettings(manifest=manifest), name)
 
 
 def test_index_target_lists_the_index_species(tmp_path):
@@ -144,7 +144,7 @@ def test_index_target_lists_the_index_species(tmp_path):
 def test_link_writes_one_line_per_name_and_resumes(manifest, fake, tmp_path):
     fake.none_names = {"Pieris rapae"}
     fake.fail_names = {"Papilio machaon"}
-    target = model_target(manifest, "untaxed_v1")
+    target = model_target(ModelSettings(manifest=manifest), "untaxed_v1")
     settings = gbif_settings(fake, tmp_path, retries=1)
 
     first = asyncio.run(link(target, settings, rate=1000, kingdom=None, progress=False))
@@ -211,7 +211,33 @@ def test_the_hint_for_a_relative_out_names_the_file_link_writes(manifest, tmp_pa
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # link-gbif run from another folder than the manifest's
-    target = model_target(manifest, "untaxed_v1", Path("out") / "taxa.jsonl")
+    target = model_target(ModelSettings(manifest=manifest), "untaxed_v1", Path("out") / "taxa.jsonl")
     assert target.manifest_hint is not None
     hinted = target.manifest_hint.split('taxonomy = "', 1)[1].split('"', 1)[0]
     assert load_manifest(manifest).resolve(hinted).resolve() == target.out.resolve()
+
+
+def test_link_declares_the_taxonomy_of_a_user_model_in_the_user_manifest(manifest, fake, tmp_path):
+    """A model of the user's (local.toml, e.g. a trained head) gets its `taxonomy` line written
+    there once the file exists; the shipped manifest is never edited."""
+    shipped = manifest.read_text()
+    user = manifest.with_name("local.toml")
+    user.write_text(
+        "# mine\n[[models]]\n"
+        'name = "mine_v1"\ntask = "classifier"\nformat = "head"\nembedder = "embedder_v1"\n'
+        'file = "mine/head.npz"\nlabels = "labels/plain.txt"\noutput = "logits"\n\n'
+        '[[models]]\nname = "other_v1"\ntask = "classifier"\nformat = "tflite"\nfile = "o.tflite"\n'
+        'labels = "labels/plain.txt"\n'
+    )
+    settings = ModelSettings(manifest=manifest)
+    target = model_target(settings, "mine_v1")
+    assert target.manifest_hint is None and target.declare == (user, "mine_v1", "labels/gbif_taxonomy.jsonl")
+
+    report = asyncio.run(link(target, gbif_settings(fake, tmp_path), rate=1000, kingdom=None, progress=False))
+    assert report.linked == 2
+    merged = load_manifests(manifest, user)
+    mine = next(m for m in merged.models if m.name == "mine_v1")
+    assert merged.resolve(mine.taxonomy or "", mine) == target.out
+    assert next(m for m in merged.models if m.name == "other_v1").taxonomy is None  # only its own table
+    assert manifest.read_text() == shipped and user.read_text().startswith("# mine\n")
+    assert model_target(settings, "mine_v1").declare is None  # declared now: nothing more to do

@@ -44,7 +44,7 @@ def bump_mtime(path: Path) -> int:
 
 
 def reload(registry: Registry, manifest: Path) -> list[str]:
-    return asyncio.run(reload_models(registry, manifest))
+    return asyncio.run(reload_models(registry, ModelSettings(manifest=manifest))).loaded
 
 
 def test_reload_loads_only_new_or_changed_entries(served):
@@ -103,7 +103,7 @@ def test_watch_manifest_survives_a_broken_manifest_and_loads_a_new_entry(served,
     toy = toy_entry(Path("toy"), Path("labelmap.csv"))
 
     async def scenario() -> None:
-        watcher = asyncio.create_task(watch_manifest(registry, manifest, 0.05))
+        watcher = asyncio.create_task(watch_manifest(registry, ModelSettings(manifest=manifest), 0.05))
         try:
             manifest.write_text("[[models]]\nname = \n")  # an editor's half-saved file
             await asyncio.sleep(0.4)
@@ -124,3 +124,39 @@ def test_watch_manifest_survives_a_broken_manifest_and_loads_a_new_entry(served,
         asyncio.run(scenario())
     assert registry.get_any("toy_v1") is serving  # unchanged: not reloaded
     assert any("manifest not reloaded" in r.getMessage() for r in caplog.records)
+
+
+def test_a_new_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(served):
+    registry, manifest, model_dir = served
+    serving = registry.get_ready("toy_v1")
+    batch = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    expected = serving.predict(batch)
+    for item in model_dir.rglob("*.pb"):
+        item.write_bytes(b"not a model at all")  # a half-copied or corrupt upload
+    bump_mtime(model_dir)
+
+    outcome = asyncio.run(reload_models(registry, ModelSettings(manifest=manifest)))
+    assert outcome.loaded == [] and set(outcome.refused) == {"toy_v1"}
+    assert registry.get_ready("toy_v1") is serving and serving.refused is not None
+    assert serving.refused[2] == outcome.refused["toy_v1"] != ""
+    np.testing.assert_allclose(registry.get_ready("toy_v1").predict(batch), expected)
+    # The same refused version is not retried on every reload; a fixed file is.
+    assert asyncio.run(reload_models(registry, ModelSettings(manifest=manifest))).refused == {}
+
+
+def test_the_user_manifest_is_merged_and_a_name_clash_is_refused(served):
+    registry, manifest, _ = served
+    toy = toy_entry(Path("toy"), Path("labelmap.csv"))
+    user = manifest.with_name("local.toml")
+    write_manifest(user, [{**toy, "name": "mine_v1"}])
+    settings = ModelSettings(manifest=manifest)
+    assert settings.user_manifest == user
+    assert asyncio.run(reload_models(registry, settings)).loaded == ["mine_v1"]
+    mine = registry.get_ready("mine_v1")
+    assert mine.spec.manifest_file == user and registry.get_ready("toy_v1").spec.manifest_file == manifest
+
+    write_manifest(user, [toy])  # a user entry named like a shipped one: an error, not an override
+    with pytest.raises(ManifestInvalid, match="declared in both") as raised:
+        asyncio.run(reload_models(registry, settings))
+    assert str(manifest) in raised.value.message and str(user) in raised.value.message
+    assert registry.get_any("mine_v1") is mine  # nothing changed

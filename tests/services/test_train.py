@@ -13,7 +13,7 @@ import pytest
 
 from app.imaging.photo import Photo
 from app.index.species_folders import LabelledImage
-from app.models.manifest import ManifestError, load_manifest
+from app.models.manifest import ManifestError, load_manifest, load_manifests
 from app.models.registry import open_registry
 from app.services.train import TrainOutcome, TrainRequest, entry_for, register, train
 from app.settings import ModelSettings
@@ -93,14 +93,16 @@ def test_the_head_its_labels_and_report_are_written(trained, real_registry):
 
 def test_register_adds_an_entry_that_loads_and_serves(trained, chosen, runner):
     request, _, root = trained
-    manifest = write_manifest(root / "models.toml", [insects_features_entry()])
-    assert register(manifest, entry_for(manifest, request, EMBEDDER)) is True
-    spec = next(m for m in load_manifest(manifest).models if m.name == "leeds_head")
+    shipped = write_manifest(root / "models.toml", [insects_features_entry()])
+    manifest = root / "local.toml"  # the user manifest: its head runs on the shipped embedder
+    assert register(manifest, entry_for(manifest, request, EMBEDDER), shipped) is True
+    assert [m.name for m in load_manifest(shipped).models] == [EMBEDDER]  # left alone
+    spec = next(m for m in load_manifests(shipped, manifest).models if m.name == "leeds_head")
     assert (spec.format, spec.embedder, spec.output, spec.task) == ("head", EMBEDDER, "logits", "classifier")
     # Beside the manifest: relative to it.
     assert spec.file == "leeds_head/head.npz" and spec.labels == "leeds_head/labels.csv"
 
-    registry = open_registry(ModelSettings(manifest=manifest, inference_workers=2), only="leeds_head")
+    registry = open_registry(ModelSettings(manifest=shipped, inference_workers=2), only="leeds_head")
     try:
         head = registry.get_ready("leeds_head", task="classifier")
         identifier = make_identifier(runner)
@@ -114,11 +116,14 @@ def test_register_adds_an_entry_that_loads_and_serves(trained, chosen, runner):
 
     text = manifest.read_text()
     assert (
-        register(manifest, entry_for(manifest, request, EMBEDDER)) is False
+        register(manifest, entry_for(manifest, request, EMBEDDER), shipped) is False
     )  # the same entry: nothing to do
     other = replace(request, dataset="another dataset")  # same name, another description
     with pytest.raises(ManifestError, match="already has a model named 'leeds_head'"):
-        register(manifest, entry_for(manifest, other, EMBEDDER))
+        register(manifest, entry_for(manifest, other, EMBEDDER), shipped)
+    clash = replace(request, name=EMBEDDER)  # a name the shipped manifest has: refused, not an override
+    with pytest.raises(ManifestError, match=f"{shipped} already has a model named '{EMBEDDER}'"):
+        register(manifest, entry_for(manifest, clash, EMBEDDER), shipped)
     assert manifest.read_text() == text
 
 

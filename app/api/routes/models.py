@@ -27,9 +27,15 @@ async def list_models(registry: RegistryDep) -> ModelList:
     description=(
         "Needs `Authorization: Bearer <ADMIN_TOKEN>`. Entries whose manifest entry or file changed "
         "are loaded aside and swapped in at once; requests in flight finish on what they started "
-        "with. A broken manifest is refused (409) and the models already loaded keep serving."
+        "with. A changed entry whose new version fails to load (a corrupt file) is refused, with the "
+        "reason, and the version loaded before keeps serving. A broken manifest is refused (409) and "
+        "the models already loaded keep serving."
     ),
 )
 async def reload(registry: RegistryDep, settings: SettingsDep) -> ModelReload:
-    reloaded = await reload_models(registry, settings.models.manifest)
-    return ModelReload(reloaded=reloaded, models=[model_info(status_of(m)) for m in registry.entries()])
+    reloaded = await reload_models(registry, settings.models)
+    return ModelReload(
+        reloaded=reloaded.loaded,
+        refused=reloaded.refused,
+        models=[model_info(status_of(m)) for m in registry.entries()],
+    )
