@@ -54,7 +54,8 @@ def build_index(
             from app.index.ray_engine import embed_with_ray
 
             embed = partial(
-                embed_with_ray, model, config.models.manifest, max_pixels=config.images.max_pixels,
+                embed_with_ray, model, (config.models.manifest, config.models.user_manifest),
+                max_pixels=config.images.max_pixels,
                 address=ray_address, actors=actors or n_workers, progress=progress,
             )  # fmt: skip
         try:

@@ -25,11 +25,13 @@ from app.models.registry import LoadedModel
 class EmbedBatches:
     """A Ray Data actor: the embedder, loaded once per actor."""
 
-    def __init__(self, manifest: str, name: str, max_pixels: int) -> None:
+    def __init__(self, manifest: str, user_manifest: str, name: str, max_pixels: int) -> None:
         from app.models.registry import open_registry
         from app.settings import ModelSettings
 
-        settings = ModelSettings(manifest=Path(manifest), inference_workers=1)
+        settings = ModelSettings(
+            manifest=Path(manifest), user_manifest_file=Path(user_manifest), inference_workers=1
+        )
         self._registry = open_registry(settings, only=name)
         self._model = self._registry.get_ready(name, task="embedder")
         self._max_pixels = max_pixels
@@ -53,7 +55,7 @@ class EmbedBatches:
 
 def embed_with_ray(
     embedder: LoadedModel,
-    manifest: Path,
+    manifests: tuple[Path, Path],  # the shipped and the user's, as the registry merges them
     paths: list[Path],
     *,
     max_pixels: int,
@@ -82,7 +84,8 @@ def embed_with_ray(
         embedded = dataset.map_batches(
             EmbedBatches,
             fn_constructor_kwargs={
-                "manifest": str(manifest.resolve()),
+                "manifest": str(manifests[0].resolve()),
+                "user_manifest": str(manifests[1].resolve()),
                 "name": embedder.spec.name,
                 "max_pixels": max_pixels,
             },
