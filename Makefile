@@ -30,8 +30,12 @@ calibration: install models
 	$(BIN)/python -m app calibrate $(CALIBRATION_SETS)/insects.csv --model aiy_insects_v1 --no-progress \
 	  --fitted-on "../shared: datasets/leedsbutterfly (300) + mixed (1) + samples (1), species the model has"
 
+# A first run also builds a default species index for /img_url when volumes/index has none: the
+# Leeds butterflies of ../shared with the offline embedder (no download; ~15 s). Without those
+# photos it serves anyway and says how to build one (log and /health/ready).
+PHOTOS ?= $(SHARED)/datasets/leedsbutterfly
 serve: install models
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve --default-index auto --photos "$(PHOTOS)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -4,7 +4,12 @@
 #   ./start_docker.sh --from ../shared/models models from a local mirror
 #   ./start_docker.sh --variant tf            the TensorFlow variant (SavedModel models)
 #   ./start_docker.sh --engine podman         force an engine (default: docker if it answers, else podman)
+#   ./start_docker.sh --photos DIR            photos for the default /img_url index (default
+#                                             ../shared/datasets/leedsbutterfly, relative to the checkout)
+#   ./start_docker.sh --no-default-index      never build one (/health/ready then says how to)
 #   ./start_docker.sh --stop                  stop and remove the container
+# When volumes/index holds no species index and the photos are there, the image first builds a
+# default one into volumes/index (aiy_insects_features, no download), then serves it read-only.
 # Environment: SPECIES_ID_PORT (8000), SPECIES_ID_BIND (127.0.0.1; 0.0.0.0 to publish on every
 # interface), SPECIES_ID_NAME (species-id), CONTAINER_ENGINE.
 set -euo pipefail
@@ -16,14 +21,18 @@ name="${SPECIES_ID_NAME:-species-id}"
 port="${SPECIES_ID_PORT:-8000}"
 bind="${SPECIES_ID_BIND:-127.0.0.1}"
 download_args=()
+photos="../shared/datasets/leedsbutterfly"
+default_index=true
 stop=false
 while (($#)); do
   case "$1" in
     --from) download_args=(--from "$2"); shift 2 ;;
     --engine) engine="$2"; shift 2 ;;
     --variant) variant="$2"; shift 2 ;;
+    --photos) photos="$2"; shift 2 ;;
+    --no-default-index) default_index=false; shift ;;
     --stop) stop=true; shift ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +65,26 @@ build_args=(--build-arg "VARIANT=$variant" --tag "$image")
 [[ $engine == podman ]] && build_args+=(--format docker)
 echo "building $image with $engine ..."
 "$engine" build "${build_args[@]}" .
+
+# The first run's species index, built by the image itself (as this user, so the files are
+# the user's) into volumes/index; the service below mounts it read-only with the rest.
+index_note="no species index in volumes/index: /img_url answers 503 until one is built (see /health/ready)"
+if [[ ! -L volumes/index/current ]]; then
+  if $default_index && [[ -d $photos ]]; then
+    echo "no species index in volumes/index: building the default one from $photos ..."
+    mkdir -p volumes/index
+    user_args=(--user "$(id -u):$(id -g)")
+    [[ $engine == podman && $(id -u) != 0 ]] && user_args+=(--userns keep-id)
+    "$engine" run --rm "${user_args[@]}" \
+      --volume "$PWD/volumes/models:/srv/volumes/models:ro" \
+      --volume "$PWD/volumes/index:/srv/volumes/index" \
+      --volume "$(cd "$photos" && pwd):/srv/photos:ro" \
+      "$image" python -m app build-default-index --photos /srv/photos --no-progress \
+      || echo "note: the default index was not built; $index_note" >&2
+  else
+    echo "note: $index_note"
+  fi
+fi
 
 "$engine" rm --force "$name" >/dev/null 2>&1 || true
 "$engine" run --detach --name "$name" --restart unless-stopped \

@@ -7,7 +7,8 @@ they care about::
     ServiceError                      500 internal_error
     ├── BadRequest                    400 bad_request
     │   ├── InvalidURL                400 invalid_url
-    │   └── URLNotAllowed             400 url_not_allowed
+    │   ├── URLNotAllowed             400 url_not_allowed
+    │   └── UnknownTaxon              400 unknown_taxon      (a taxon filter no linked taxonomy holds)
     ├── Unauthorized                  401 unauthorized       (+ WWW-Authenticate)
     ├── Forbidden                     403 forbidden
     ├── RateLimited                   429 rate_limited       (+ Retry-After, RateLimit-*)
@@ -15,10 +16,13 @@ they care about::
     ├── UnsupportedMediaType          415 not_an_image
     ├── UndecodableImage              422 undecodable_image
     ├── NotFound                      404 not_found
-    │   └── ModelNotFound             404 model_not_found
+    │   ├── ModelNotFound             404 model_not_found
+    │   └── SpeciesListNotFound       404 species_list_not_found
     ├── ManifestInvalid               409 manifest_invalid   (a reload found a broken manifest)
+    ├── TaxonomyMissing               409 taxonomy_missing   (a taxon filter on a model never linked)
     ├── UpstreamError                 502 upstream_error     (the image host failed)
     ├── UpstreamTimeout               504 upstream_timeout   (the image host was too slow)
+    ├── InsufficientStorage           507 insufficient_storage (the index volume is full)
     └── Unavailable                   503 unavailable
         ├── ModelUnavailable          503 model_unavailable  (missing on disk, failed to load)
         ├── IndexUnavailable          503 index_unavailable  (no index, or built with another embedder)
@@ -64,6 +68,10 @@ class URLNotAllowed(BadRequest):
     code = "url_not_allowed"
 
 
+class UnknownTaxon(BadRequest):
+    code = "unknown_taxon"
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
@@ -106,9 +114,21 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class SpeciesListNotFound(NotFound):
+    code = "species_list_not_found"
+
+
 class ManifestInvalid(ServiceError):
     status = 409
     code = "manifest_invalid"
+
+
+class TaxonomyMissing(ServiceError):
+    """The request needs a model's GBIF taxonomy and the model has none yet: the server's state,
+    not the request, is what is missing (``link-gbif`` makes it)."""
+
+    status = 409
+    code = "taxonomy_missing"
 
 
 class UpstreamError(ServiceError):
@@ -119,6 +139,14 @@ class UpstreamError(ServiceError):
 class UpstreamTimeout(ServiceError):
     status = 504
     code = "upstream_timeout"
+
+
+class InsufficientStorage(ServiceError):
+    """A write the server could not finish for want of space (ENOSPC, a quota, a file-size
+    limit); nothing was changed. Not retryable as such: someone has to free space."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class Unavailable(ServiceError):

@@ -520,7 +520,7 @@ def toml_value(value: object) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
-def write_identify_manifest() -> list[dict[str, object]]:
+def write_identify_manifest(path: Path = IDENTIFY_MANIFEST) -> list[dict[str, object]]:
     """The shipped manifest's classifiers that /v1/identify reads (``features_tensor``,
     ``class_weights_tensor`` and ``calibration`` declared), with absolute paths: each file from
     volumes/models, else from ../shared/models; an optional one found in neither (a taxonomy not
@@ -549,7 +549,7 @@ def write_identify_manifest() -> list[dict[str, object]]:
             else:
                 del entry[key]
         entries.append(entry)
-    IDENTIFY_MANIFEST.write_text(
+    path.write_text(
         "".join(
             "[[models]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in e.items()) + "\n" for e in entries
         )

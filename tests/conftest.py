@@ -18,6 +18,7 @@ from tests.fakes.gbif import FakeGbif
 from tests.fakes.image_host import ImageHost
 from tests.support.env import service_env
 from tests.support.figures import FIGURES
+from tests.support.git_tree import TREE_AT_START, porcelain
 from tests.support.images import encode, photo
 from tests.support.manifests import BIRDS, INSECTS, aiy_entry, plants_entry, write_manifest
 from tests.support.models import build_classifier_savedmodel
@@ -27,6 +28,8 @@ from tests.support.shared import HAS_SHARED, MODELS, NO_SHARED, SHARED
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     (REPO / "test-artifacts" / "figures.txt").unlink(missing_ok=True)  # this run's figures only
+    # tests/test_clean_tree.py, run last, compares the end of the session with this.
+    session.config.stash[TREE_AT_START] = porcelain(REPO)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -37,6 +40,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The clean-tree check runs after every other test (a stable sort keeps the rest in order).
+    items.sort(key=lambda item: item.path.name == "test_clean_tree.py")
     if HAS_SHARED:
         return
     skip = pytest.mark.skip(reason=NO_SHARED)

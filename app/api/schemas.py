@@ -41,6 +41,11 @@ class RollupInfo(BaseModel):
     name: str
     usageKey: int | None = Field(description="GBIF key of the taxon")
     score: float = Field(ge=0.0, le=1.0, description="summed score of the species under it")
+    reason: str | None = Field(
+        default=None,
+        description="null: no species reaches the rollup threshold; else why the taxon is reported "
+        "(geo=filter: the photo's best species has no GBIF record in the cell, this ancestor has)",
+    )
 
 
 class SpeciesResult(BaseModel):
@@ -52,6 +57,96 @@ class SpeciesResult(BaseModel):
     taxonomy: TaxonInfo | None = Field(
         default=None,
         description="GBIF backbone taxon, where the label map was linked (python -m app link-gbif)",
+    )
+
+
+class ClassifiedSpecies(SpeciesResult):
+    """A classifier endpoint's species: its probability and what the filters and the place did."""
+
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the final probability (= combined_score): the model's, renormalised over the species "
+        "a taxon or species_list keeps, then weighted by the place when lat/lon are given",
+    )
+    vision_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the model's probability after the filters, before the place",
+    )
+    geo_score: float | None = Field(
+        default=None,
+        description="what the place multiplied vision_score by: the prior's weight (GBIF_PRIOR_FLOOR..1), "
+        "1 under geo=filter; null without the place",
+    )
+    combined_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="vision_score * geo_score renormalised over the species (= score)",
+    )
+    geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
+
+
+class TaxonFilterInfo(BaseModel):
+    key: int | None = Field(description="GBIF key of the taxon (from the linked taxonomy)")
+    name: str
+    rank: str = Field(description="kingdom, phylum, class, order, family, genus, species, ...")
+
+
+class SpeciesListInfo(BaseModel):
+    name: str = Field(description="the installed list's file, or the uploaded file's name")
+    source: Literal["installed", "upload"]
+    names: int = Field(description="distinct names the list holds")
+    unmatched: list[str] = Field(description="the list's names no model asked has (as written in the list)")
+
+
+class FiltersInfo(BaseModel):
+    """What a taxon or species list kept (null when neither was given)."""
+
+    taxon: TaxonFilterInfo | None = None
+    species_list: SpeciesListInfo | None = None
+    kept_classes: int | None = Field(
+        default=None,
+        description="classes of the answering model the filters keep; null when no model answered",
+    )
+    kept_mass: float | None = Field(
+        default=None,
+        description="the probability the kept species held together before renormalising (their scores "
+        "are divided by it, so they sum to 1); low: the photo does not look like the kept species",
+    )
+    excluded_models: dict[str, str] = Field(
+        default={}, description="models not asked because the filters keep none of their species -> why"
+    )
+
+
+class Thresholds(BaseModel):
+    min_score: float = Field(
+        description="under this best score: no_match, low_confidence (MIN_SCORE or min_score)"
+    )
+    rollup_threshold: float = Field(
+        description="the rollup's threshold (ROLLUP_THRESHOLD or rollup_threshold)"
+    )
+
+
+class GeoCellInfo(BaseModel):
+    south: float
+    north: float
+    west: float
+    east: float
+    month: int | None
+
+
+class GeoInfo(BaseModel):
+    status: Literal["applied", "not_requested", "unavailable", "not_linked", "off"]
+    reason: str | None = Field(default=None, description="why there is no prior")
+    cell: GeoCellInfo | None = None
+    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
+    cache: Literal["hit", "miss", "stale"] | None = None
+    mode: Literal["off", "prior", "filter"] = Field(default="prior", description="the geo= asked")
+    recorded_species: int | None = Field(
+        default=None, description="geo=filter: the model's species GBIF has records of in the cell"
     )
 
 
@@ -79,12 +174,14 @@ class ClassificationResponse(BaseModel):
 
     model: str = Field(description="manifest name of the model that answered")
     model_version: str
-    results: list[SpeciesResult] = Field(description="best first; never the background class")
+    results: list[ClassifiedSpecies] = Field(description="best first; never the background class")
     no_match: bool = Field(
         description="true when the background class wins or the best species is under the "
         "confidence threshold: the results are then only guesses"
     )
-    no_match_reason: Literal["background", "low_confidence"] | None = None
+    no_match_reason: Literal["background", "low_confidence", "filtered_out"] | None = Field(
+        default=None, description="filtered_out: the filters keep no species with any probability"
+    )
     background_score: float | None = Field(
         default=None, description="probability of the background class, for models that have one"
     )
@@ -95,6 +192,11 @@ class ClassificationResponse(BaseModel):
     )
     image: ImageInfo
     timings_ms: Timings
+    filters: FiltersInfo | None = Field(
+        default=None, description="what taxon/species_list kept; null without"
+    )
+    geo: GeoInfo | None = Field(default=None, description="what the place (lat/lon, geo=) did")
+    thresholds: Thresholds | None = Field(default=None, description="the thresholds this answer used")
 
 
 class LookupResult(SpeciesResult):
@@ -226,6 +328,10 @@ class Readiness(BaseModel):
     models: dict[str, str] = Field(description="model name -> state")
     index: Literal["absent", "ready", "refused"] = Field(
         description="the /img_url species index; it does not gate readiness (the classifiers work without it)"
+    )
+    index_note: str | None = Field(
+        default=None,
+        description="absent: the exact command that builds an index; refused: why (None when ready)",
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -40,6 +41,8 @@ FORMAT_VERSION = 1
 # Exact search up to here (~10 ms per query at 100k x 128 on 2 cores); HNSW beyond.
 HNSW_FROM = 100_000
 KEEP_VERSIONS = 3
+
+log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 
@@ -164,6 +167,14 @@ class IndexDir:
         except (FileNotFoundError, OSError):
             return None
 
+    def version_stamp(self, version: str) -> int | None:
+        """When the version's manifest was last written (ns); None when it is not there. A refused
+        version is retried when this changes: a folder restored, or repaired, under the same name."""
+        try:
+            return (self.root / version / "index.json").stat().st_mtime_ns
+        except OSError:
+            return None
+
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -179,6 +190,12 @@ class IndexDir:
         if version is None:
             raise IndexLoadError(f"no index in {self.root}: build one with `python -m app build-index`")
         folder = self.root / version
+        if not folder.is_dir():
+            raise IndexLoadError(
+                f"`current` in {self.root} points at {version}, which does not exist (deleted, or "
+                f"never published): point it at a version that does, or publish one with "
+                f"`python -m app build-index`"
+            )
         try:
             manifest = IndexManifest.model_validate_json((folder / "index.json").read_text())
             if manifest.format_version != FORMAT_VERSION:
@@ -198,13 +215,19 @@ class IndexDir:
         return SpeciesIndex(manifest, index, pca, labels, rows)
 
     def publish(self, species_index: SpeciesIndex) -> str:
-        """Writes a complete version folder, then switches ``current`` to it atomically."""
+        """Writes a complete version folder, then switches ``current`` to it atomically.
+
+        A failure before the switch (a full disk: ENOSPC, a read-only volume: EROFS) raises the
+        OSError with its errno and leaves nothing behind: no staging folder, no new version, the
+        old ``current``. After the switch the version is published: a failing fsync of the folder
+        is logged, not raised (the readers already see the new version)."""
         version = species_index.manifest.version
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{uuid.uuid4().hex}"
         staging.mkdir()
+        final = self.root / version
         try:
-            faiss.write_index(species_index.faiss_index, str(staging / "index.faiss"))
+            _write_faiss(species_index.faiss_index, staging / "index.faiss")
             if species_index.pca is not None:
                 species_index.pca.save(staging / "pca.npz")
             _write_text(
@@ -215,14 +238,22 @@ class IndexDir:
             _write_text(staging / "index.json", species_index.manifest.model_dump_json(indent=2))
             for path in staging.iterdir():
                 _fsync(path)
-            staging.rename(self.root / version)
+            staging.rename(final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         link = self.root / f".current-{uuid.uuid4().hex}"
-        link.symlink_to(version)
-        link.replace(self.current_link)  # rename(2): readers see the old link or the new one
-        _fsync(self.root)
+        try:
+            link.symlink_to(version)
+            link.replace(self.current_link)  # rename(2): readers see the old link or the new one
+        except BaseException:
+            link.unlink(missing_ok=True)
+            shutil.rmtree(final, ignore_errors=True)  # never made current: not a version
+            raise
+        try:
+            _fsync(self.root)
+        except OSError as exc:
+            log.warning("index %s published, but fsync of %s failed: %s", version, self.root, exc)
         self._prune(keep=version)
         return version
 
@@ -231,6 +262,17 @@ class IndexDir:
         for old in versions[:-KEEP_VERSIONS]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_faiss(index: faiss.Index, path: Path) -> None:
+    """faiss.write_index through a Python file: a failed write raises the OSError itself (ENOSPC,
+    EROFS, EIO with its errno), where faiss's own writer raises a RuntimeError with the text."""
+    with path.open("wb") as fh:
+        writer = faiss.PyCallbackIOWriter(fh.write)  # type: ignore[attr-defined]
+        try:
+            faiss.write_index(index, writer)
+        finally:
+            del writer
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ file lock the CLI takes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from app.core import Label
-from app.errors import IndexUnavailable, ServiceError
+from app.errors import IndexUnavailable, InsufficientStorage, ServiceError
 from app.index.artifacts import IndexDir, IndexLoadError, SpeciesIndex
 from app.index.publishing import add_photos, check_embedder
 from app.models.registry import LoadedModel, Registry
@@ -34,6 +35,7 @@ class IndexStore:
         self._index: SpeciesIndex | None = None
         self._embedder: LoadedModel | None = None
         self._seen: str | None = None  # the version last tried, loaded or refused
+        self._refused_stamp: int | None = None  # the refused version's files, as they were then
         self.state: IndexState = "absent"
         self.reason: str | None = f"no index in {directory}: build one with `python -m app build-index`"
 
@@ -43,17 +45,30 @@ class IndexStore:
         embedder = self._embedder
         return embedder is not None and self._registry.get_any(embedder.spec.name) is not embedder
 
+    def _changed(self, version: str | None) -> bool:
+        if version != self._seen or self._embedder_replaced():
+            return True
+        # A refused version is retried once its folder changes (restored, repaired): only then
+        # does a request pay a stat beyond the readlink.
+        return (
+            self.state == "refused"
+            and version is not None
+            and (self.dir.version_stamp(version) != self._refused_stamp)
+        )
+
     @property
     def stale(self) -> bool:
-        return self.dir.current_version() != self._seen or self._embedder_replaced()
+        return self._changed(self.dir.current_version())
 
     def refresh(self) -> None:
-        """Blocking: loads the current version if it, or its embedder, changed. Never raises."""
+        """Blocking: loads the current version if it, its folder after a refusal, or its embedder
+        changed. Never raises."""
         with self._lock:
             version = self.dir.current_version()
-            if version == self._seen and not self._embedder_replaced():
+            if not self._changed(version):
                 return
             self._seen = version
+            self._refused_stamp = None if version is None else self.dir.version_stamp(version)
             if version is None:
                 self._set(
                     None,
@@ -101,12 +116,26 @@ class IndexStore:
                 self.refresh()  # extend what is on disk now, not what this process last saw
                 _, embedder = self.get()
                 current, extended = add_photos(self.dir, embedder, features, labels)
-        except OSError as exc:  # e.g. the volume is mounted read-only
-            raise IndexUnavailable(
-                f"cannot write the index in {self.dir.root}: {exc.strerror or exc}",
-                detail={"state": "read_only"},
-            ) from exc
+        except OSError as exc:  # a full or read-only volume: nothing was published
+            raise write_error(self.dir.root, exc) from exc
         with self._lock:
             self._seen = extended.manifest.version
             self._set(extended, embedder, "ready", None)
         return current, extended
+
+
+# A full volume, a quota, a file-size limit: 507, someone must free space; anything else (a
+# read-only or forbidden volume) is the index being unavailable for writes.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def write_error(root: Path, exc: OSError) -> ServiceError:
+    """What a failed index write tells the caller; the published version is unchanged either way."""
+    message = f"cannot write the index in {root}: {exc.strerror or exc}"
+    if exc.errno in _NO_SPACE:
+        return InsufficientStorage(
+            f"{message}: the photos were not added and the index is unchanged; free space on the "
+            "index volume and send them again",
+            detail={"state": "no_space", "errno": errno.errorcode.get(exc.errno, str(exc.errno))},
+        )
+    return IndexUnavailable(message, detail={"state": "read_only"})

@@ -31,7 +31,8 @@ class IndexWriter:
 
     async def add(self, photos: list[Photo], scientific_name: str, common_name: str | None) -> AddedPhotos:
         """Embeds each photo with the index's own embedder (off the event loop), appends them to
-        the current version and publishes the result atomically."""
+        the current version and publishes the result atomically. A volume that cannot take the
+        new version is an error with nothing changed: 507 when it is full, 503 when read-only."""
         _, embedder = await self.lookup.current()
         features = [(await infer(self.runner, embedder, p.data, self.max_pixels)).output for p in photos]
         label = Label(scientific_name=scientific_name, common_name=common_name)

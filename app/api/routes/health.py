@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import IndexStoreDep, MetricsDep, RegistryDep, SettingsDep
 from app.api.schemas import Liveness, Readiness
+from app.index.store import IndexStore
+from app.services.index_hint import absent_note
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -25,13 +29,23 @@ async def live() -> Liveness:
 )
 async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreDep) -> JSONResponse:
     states = {entry.spec.name: entry.state for entry in registry.entries()}
+    if registry.loading_done and index.stale:  # built or replaced since: say what is there now
+        await asyncio.to_thread(index.refresh)
+    note = _index_note(index)
     if registry.is_ready(require_all=settings.models.require_all):
-        body, status = Readiness(status="ready", models=states, index=index.state), 200
+        body = Readiness(status="ready", models=states, index=index.state, index_note=note)
     elif not registry.loading_done:
-        body, status = Readiness(status="loading", models=states, index=index.state), 503
+        body = Readiness(status="loading", models=states, index=index.state, index_note=note)
     else:
-        body, status = Readiness(status="not_ready", models=states, index=index.state), 503
-    return JSONResponse(body.model_dump(), status_code=status)
+        body = Readiness(status="not_ready", models=states, index=index.state, index_note=note)
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
+
+
+def _index_note(index: IndexStore) -> str | None:
+    """Never a failure: the classifiers serve without an index. Absent: how to build one."""
+    if index.state == "absent":
+        return absent_note(index.dir.root)
+    return index.reason if index.state == "refused" else None
 
 
 metrics_router = APIRouter(tags=["health"])

@@ -55,7 +55,7 @@ async def get_index(service: LookupDep) -> IndexInfo:
     "/v1/index/items",
     response_model=IndexItemsResponse,
     status_code=201,
-    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503, 507),
     dependencies=[AdminDep],
     summary="Add photos of a species to the index (no retraining)",
     description=(
