@@ -58,14 +58,17 @@ async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
     state.settings, state.registry, state.runner, state.index_store = config, registry, runner, store
     state.fetcher = ImageFetcher(client, config.fetch)
     state.explain_slots = asyncio.Semaphore(config.models.explain_concurrency)
-    state.identifier = Identifier(runner, taxonomies, config.ranking, max_pixels=max_pixels, observer=metrics)
+    geo = GeoWeighting(GeoPrior(state.gbif, config.gbif))  # one prior: its per-cell lookups are shared
+    state.identifier = Identifier(
+        runner, taxonomies, config.ranking, max_pixels=max_pixels, observer=metrics, geo=geo
+    )
     state.lookup = Lookup(
         store, runner, taxonomies, config.index, config.ranking, max_pixels=max_pixels, observer=metrics
     )
     state.index_writer = IndexWriter(state.lookup, runner, max_pixels=max_pixels)
     state.observation = ObservationService(
         registry, runner, taxonomies, config.ranking, max_pixels=max_pixels,
-        geo=GeoWeighting(GeoPrior(state.gbif, config.gbif)), lookup=state.lookup, observer=metrics,
+        geo=geo, lookup=state.lookup, observer=metrics,
     )  # fmt: skip
     security = config.security
     state.rate_limiter = (

@@ -81,6 +81,12 @@ class RankingSettings(BaseSettings):
     # Taxonomic rollup: under this best-species score, report the deepest taxon whose summed
     # score reaches it (e.g. "genus Vanessa, 0.93").
     rollup_threshold: float = _env("ROLLUP_THRESHOLD", default=0.8, gt=0.0, le=1.0)
+    # Installed species lists (`species_list=NAME` -> NAME.txt or NAME.csv here); relative to the
+    # working directory, like INDEX_DIR. Contents are the operator's, not tracked.
+    lists_dir: Path = _env("LISTS_DIR", default=Path("volumes/lists"))
+    # An uploaded or installed list larger than this is refused (413): 512 KiB holds ~20,000
+    # names and stays inside the request body's allowance for form fields beside the photos.
+    species_list_max_bytes: int = _env("SPECIES_LIST_MAX_BYTES", default=512 * 1024, gt=0, le=1024 * 1024)
 
 
 class ImageSettings(BaseSettings):

@@ -13,6 +13,9 @@ CLASSIFICATION: list[JsonValue] = [
                 "scientific_name": "Poecile atricapillus",
                 "common_name": "Black-capped Chickadee",
                 "score": 0.7188,
+                "vision_score": 0.7188,
+                "geo_score": None,
+                "combined_score": 0.7188,
             },
             {
                 "rank": 2,
@@ -20,6 +23,9 @@ CLASSIFICATION: list[JsonValue] = [
                 "scientific_name": "Poecile carolinensis",
                 "common_name": "Carolina Chickadee",
                 "score": 0.0781,
+                "vision_score": 0.0781,
+                "geo_score": None,
+                "combined_score": 0.0781,
             },
         ],
         "no_match": False,
@@ -33,6 +39,9 @@ CLASSIFICATION: list[JsonValue] = [
             "bytes": 181240,
         },
         "timings_ms": {"fetch_ms": 35.2, "decode_ms": 6.1, "infer_ms": 2.4, "total_ms": 44.8},
+        "filters": None,
+        "geo": {"status": "not_requested", "reason": "no lat/lon given", "mode": "prior"},
+        "thresholds": {"min_score": 0.1, "rollup_threshold": 0.8},
     }
 ]
 
@@ -96,13 +105,15 @@ IDENTIFY: list[JsonValue] = [
             {
                 "rank": 1, "model": "aiy_birds_v1", "group": "bird", "index": 659,
                 "scientific_name": "Poecile atricapillus", "common_name": "Black-capped Chickadee",
-                "score": 0.9657, "vision_score": 0.9657, "geo_weight": None, "geo_records": None,
+                "score": 0.9657, "vision_score": 0.9657, "geo_score": None,
+                "combined_score": 0.9657, "geo_weight": None, "geo_records": None,
                 "per_photo": [0.9657], "taxonomy": None,
             },
             {
                 "rank": 2, "model": "aiy_birds_v1", "group": "bird", "index": 658,
                 "scientific_name": "Poecile carolinensis", "common_name": "Carolina Chickadee",
-                "score": 0.0161, "vision_score": 0.0161, "geo_weight": None, "geo_records": None,
+                "score": 0.0161, "vision_score": 0.0161, "geo_score": None,
+                "combined_score": 0.0161, "geo_weight": None, "geo_records": None,
                 "per_photo": [0.0161], "taxonomy": None,
             },
         ],
@@ -126,7 +137,9 @@ IDENTIFY: list[JsonValue] = [
             },
         ],
         "rollup": None,
-        "geo": {"status": "not_requested", "reason": "no lat/lon given"},
+        "geo": {"status": "not_requested", "reason": "no lat/lon given", "mode": "prior"},
+        "filters": None,
+        "thresholds": {"min_score": 0.1, "rollup_threshold": 0.8},
         "photos": [{"source": "upload", "format": "BMP", "width": 512, "height": 343, "bytes": 526986}],
         "timings_ms": {"fetch_ms": None, "decode_ms": 1.3, "infer_ms": 26.5, "total_ms": 44.1},
     }

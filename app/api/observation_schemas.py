@@ -7,7 +7,27 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
-from app.api.schemas import ImageInfo, IndexInfo, LookupResult, RollupInfo, TaxonInfo, Timings
+from app.api.schemas import (
+    FiltersInfo,
+    GeoCellInfo,
+    GeoInfo,
+    ImageInfo,
+    IndexInfo,
+    LookupResult,
+    RollupInfo,
+    TaxonInfo,
+    Thresholds,
+    Timings,
+)
+
+__all__ = [
+    "GeoCellInfo",
+    "GeoInfo",
+    "IdentifyResponse",
+    "IndexAnswer",
+    "ModelAssessment",
+    "ObservedSpeciesResult",
+]
 
 
 class ObservedSpeciesResult(BaseModel):
@@ -18,10 +38,28 @@ class ObservedSpeciesResult(BaseModel):
     scientific_name: str
     common_name: str | None = None
     score: float = Field(
-        ge=0.0, le=1.0, description="calibrated probability for the observation (after the geo prior, if any)"
+        ge=0.0,
+        le=1.0,
+        description="calibrated probability for the observation, after the filters and the place "
+        "(= combined_score)",
     )
-    vision_score: float = Field(ge=0.0, le=1.0, description="the same before the geo prior")
-    geo_weight: float | None = Field(default=None, description="the prior's factor (floor..1); null without")
+    vision_score: float = Field(
+        ge=0.0, le=1.0, description="the same before the place (after a taxon/species_list renormalisation)"
+    )
+    geo_score: float | None = Field(
+        default=None,
+        description="what the place multiplied vision_score by: the prior's weight (floor..1), 1 under "
+        "geo=filter; null without the place",
+    )
+    combined_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="vision_score * geo_score renormalised over the species (= score)",
+    )
+    geo_weight: float | None = Field(
+        default=None, description="the prior's weight w(n) (floor..1), in both geo modes; null without"
+    )
     geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
     per_photo: list[float] = Field(description="each photo's calibrated probability for this species")
     taxonomy: TaxonInfo | None = None
@@ -41,22 +79,6 @@ class ModelAssessment(BaseModel):
     best_score: float
 
 
-class GeoCellInfo(BaseModel):
-    south: float
-    north: float
-    west: float
-    east: float
-    month: int | None
-
-
-class GeoInfo(BaseModel):
-    status: Literal["applied", "not_requested", "unavailable", "not_linked"]
-    reason: str | None = Field(default=None, description="why there is no prior")
-    cell: GeoCellInfo | None = None
-    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
-    cache: Literal["hit", "miss", "stale"] | None = None
-
-
 class IndexAnswer(BaseModel):
     """What the species index (/img_url's) says about the photos, beside the classifiers."""
 
@@ -74,7 +96,12 @@ class IdentifyResponse(BaseModel):
         description="best first, across models; empty when no model covers the photos"
     )
     no_match: bool
-    no_match_reason: Literal["not_an_organism", "out_of_scope", "low_confidence"] | None = None
+    no_match_reason: Literal["not_an_organism", "out_of_scope", "low_confidence", "filtered_out"] | None = (
+        Field(
+            default=None,
+            description="filtered_out: geo=filter kept none of the species (nothing recorded there)",
+        )
+    )
     group: str | None = Field(
         description="the group chosen (its model's manifest group); null when none fits"
     )
@@ -88,3 +115,7 @@ class IdentifyResponse(BaseModel):
     index: IndexAnswer | None = Field(
         default=None, description="the species index's answer, when one is served"
     )
+    filters: FiltersInfo | None = Field(
+        default=None, description="what taxon/species_list kept; null without"
+    )
+    thresholds: Thresholds | None = Field(default=None, description="the thresholds this answer used")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from app.api.observation_schemas import (
-    GeoCellInfo,
-    GeoInfo,
     IdentifyResponse,
     IndexAnswer,
     ModelAssessment,
@@ -14,14 +12,20 @@ from app.api.observation_schemas import (
 )
 from app.api.schemas import (
     ClassificationResponse,
+    ClassifiedSpecies,
+    FiltersInfo,
+    GeoCellInfo,
+    GeoInfo,
     ImageInfo,
     IndexInfo,
     LookupResponse,
     LookupResult,
     ModelInfo,
     RollupInfo,
-    SpeciesResult,
+    SpeciesListInfo,
+    TaxonFilterInfo,
     TaxonInfo,
+    Thresholds,
     Timings,
 )
 from app.enrich.taxonomy import Rollup, Taxon
@@ -34,6 +38,7 @@ from app.services.identify import Identification
 from app.services.identify import Timings as StageTimings
 from app.services.lookup import LookupAnswer
 from app.services.observation import ObservationAnswer
+from app.services.steering import FilterReport
 
 
 def taxon_info(taxon: Taxon | None) -> TaxonInfo | None:
@@ -71,13 +76,17 @@ def classification(found: Identification) -> ClassificationResponse:
         model=found.model.spec.name,
         model_version=found.model.spec.version,
         results=[
-            SpeciesResult(
+            ClassifiedSpecies(
                 rank=hit.rank,
                 index=hit.index,
                 scientific_name=hit.label.scientific_name,
                 common_name=hit.label.common_name,
                 score=hit.score,
                 taxonomy=taxon_info(hit.taxon),
+                vision_score=hit.vision_score,
+                geo_score=hit.geo_score,
+                combined_score=hit.score,
+                geo_records=hit.geo_records,
             )
             for hit in found.species
         ],
@@ -87,6 +96,34 @@ def classification(found: Identification) -> ClassificationResponse:
         rollup=rollup_info(found.rollup),
         image=image_info(found.photo, found.image),
         timings_ms=timings(found.timings),
+        filters=filters_info(found.filters),
+        geo=geo_info(found.geo) if found.geo is not None else None,
+        thresholds=thresholds(found.min_score, found.rollup_threshold),
+    )
+
+
+def thresholds(min_score: float | None, rollup_threshold: float | None) -> Thresholds | None:
+    if min_score is None or rollup_threshold is None:
+        return None
+    return Thresholds(min_score=min_score, rollup_threshold=rollup_threshold)
+
+
+def filters_info(found: FilterReport | None) -> FiltersInfo | None:
+    if found is None:
+        return None
+    listed = found.species_list
+    return FiltersInfo(
+        taxon=TaxonFilterInfo(key=found.taxon.key, name=found.taxon.name, rank=found.taxon.rank)
+        if found.taxon is not None
+        else None,
+        species_list=SpeciesListInfo(
+            name=listed.name, source=listed.source, names=len(listed.names), unmatched=list(found.unmatched)
+        )
+        if listed is not None
+        else None,
+        kept_classes=found.kept_classes,
+        kept_mass=round(found.kept_mass, 6) if found.kept_mass is not None else None,
+        excluded_models=found.excluded,
     )
 
 
@@ -144,6 +181,8 @@ def observation(found: ObservationAnswer) -> IdentifyResponse:
                 common_name=s.label.common_name,
                 score=min(s.score, 1.0),
                 vision_score=min(s.vision_score, 1.0),
+                geo_score=s.geo_score,
+                combined_score=min(s.score, 1.0),
                 geo_weight=s.geo_weight,
                 geo_records=s.geo_records,
                 per_photo=[round(p, 6) for p in s.per_photo],
@@ -183,6 +222,8 @@ def observation(found: ObservationAnswer) -> IdentifyResponse:
         )
         if found.index is not None
         else None,
+        filters=filters_info(found.filters),
+        thresholds=thresholds(found.min_score, found.rollup_threshold),
     )
 
 
@@ -196,6 +237,8 @@ def geo_info(geo: GeoOutcome) -> GeoInfo:
         else None,
         cell_records=geo.cell_records,
         cache=geo.cache,
+        mode=geo.mode,
+        recorded_species=int(geo.recorded.sum()) if geo.recorded is not None else None,
     )
 
 

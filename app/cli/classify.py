@@ -10,12 +10,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.app import cli
-from app.cli.common import Progress, Workers, bar, echo_answer, fail, open_model, settings
+from app.cli.common import (
+    MinScore,
+    Progress,
+    RollupThreshold,
+    SpeciesListOption,
+    Taxon,
+    Workers,
+    bar,
+    echo_answer,
+    fail,
+    open_model,
+    settings,
+    steering,
+)
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
     from app.models.registry import LoadedModel
     from app.services.identify import Identification, Identifier
+    from app.services.steering import Plan
     from app.settings import Settings
 
 
@@ -39,6 +53,10 @@ def classify(
     json_output: Annotated[
         bool, typer.Option("--json", help="one photo: the JSON /v1/classify/MODEL would answer")
     ] = False,
+    taxon: Taxon = None,
+    species_list: SpeciesListOption = None,
+    min_score: MinScore = None,
+    rollup_threshold: RollupThreshold = None,
     workers: Workers = None,
     progress: Progress = True,
 ) -> None:
@@ -48,13 +66,18 @@ def classify(
     listed with their error, not fatal.
     """
     config = settings()
+    steered = steering(config, taxon, species_list, min_score=min_score, rollup_threshold=rollup_threshold)
     with open_model(config, model, "classifier") as classifier:
         identifier = identifier_for(config, workers or config.models.inference_workers)
         try:
+            try:
+                plan = identifier.plan(classifier, steered)
+            except ServiceError as exc:
+                raise fail(exc.message) from exc
             if photos.is_dir():
-                _folder(identifier, classifier, photos, top_k, out, progress)
+                _folder(identifier, classifier, photos, top_k, out, progress, plan)
                 return
-            found = _photo(identifier, classifier, photos, top_k)
+            found = _photo(identifier, classifier, photos, top_k, plan)
         finally:
             identifier.runner.shutdown()
     if json_output:
@@ -65,18 +88,24 @@ def classify(
     echo_answer([(h.score, h.label, "") for h in found.species], found.no_match_reason, found.rollup)
 
 
-def _photo(identifier: Identifier, model: LoadedModel, path: Path, top_k: int) -> Identification:
+def _photo(identifier: Identifier, model: LoadedModel, path: Path, top_k: int, plan: Plan) -> Identification:
     from app.imaging.photo import Photo
 
     photo = Photo(data=path.read_bytes(), source="file", name=str(path))
     try:
-        return asyncio.run(identifier.identify(model, photo, top_k))
+        return asyncio.run(identifier.identify(model, photo, top_k, plan))
     except ServiceError as exc:
         raise fail(exc.message) from exc
 
 
 def _folder(
-    identifier: Identifier, model: LoadedModel, folder: Path, top_k: int, out: Path | None, progress: bool
+    identifier: Identifier,
+    model: LoadedModel,
+    folder: Path,
+    top_k: int,
+    out: Path | None,
+    progress: bool,
+    plan: Plan,
 ) -> None:
     from app.index.species_folders import IMAGE_SUFFIXES
     from app.services.predictions import predictions_of_model
@@ -87,7 +116,7 @@ def _folder(
         raise fail(f"no photos under {folder}")
     with bar(len(paths), f"classifying ({model.name})", progress) as shown:
         found = identifier.identify_files(
-            model, paths, top_k=top_k, workers=identifier.runner.workers, on_progress=shown.update
+            model, paths, top_k=top_k, workers=identifier.runner.workers, on_progress=shown.update, plan=plan
         )
     predictions = predictions_of_model(model, found)
     if out is None:

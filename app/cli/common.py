@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from app.enrich.taxonomy import Rollup
     from app.index.species_folders import LabelledImage
     from app.models.registry import LoadedModel
+    from app.services.geo import GeoMode
+    from app.services.steering import Steering
     from app.settings import Settings
 
 Dataset = Annotated[
@@ -25,6 +27,15 @@ Dataset = Annotated[
 ]
 Workers = Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")]
 Progress = Annotated[bool, typer.Option(help="show a progress bar")]
+Taxon = Annotated[
+    str | None, typer.Option(help="only species under this taxon: a GBIF key or a name of any rank (Vanessa)")
+]
+SpeciesListOption = Annotated[
+    str | None,
+    typer.Option("--species-list", help="only these species: a list installed in LISTS_DIR, or a file"),
+]
+MinScore = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: MIN_SCORE")]
+RollupThreshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: ROLLUP_THRESHOLD")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -47,6 +58,34 @@ def open_model(config: Settings, name: str, task: str) -> Iterator[LoadedModel]:
     try:
         with ready_model(config.models, name, task) as model:
             yield model
+    except ServiceError as exc:
+        raise fail(exc.message) from exc
+
+
+def steering(
+    config: Settings,
+    taxon: str | None = None,
+    species_list: str | None = None,
+    geo: str = "prior",
+    min_score: float | None = None,
+    rollup_threshold: float | None = None,
+) -> Steering:
+    """What the endpoints' steering parameters say, from the options: a ``--species-list`` that
+    is a file is read as an upload is, else it names an installed list. Exit 2 with the reason."""
+    from app.services.species_lists import SpeciesLists
+    from app.services.steering import Steering
+
+    if geo not in ("off", "prior", "filter"):
+        raise fail(f"--geo {geo!r}: choose off, prior or filter")
+    lists = SpeciesLists.from_settings(config.ranking)
+    try:
+        listed = None
+        if species_list is not None:
+            path = Path(species_list)
+            listed = (
+                lists.upload(path.read_bytes(), path.name) if path.is_file() else lists.load(species_list)
+            )
+        return Steering(taxon, listed, cast("GeoMode", geo), min_score, rollup_threshold)
     except ServiceError as exc:
         raise fail(exc.message) from exc
 

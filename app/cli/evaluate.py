@@ -25,6 +25,7 @@ from app.cli.common import (
 if TYPE_CHECKING:
     from app.services.evaluation import Evaluated
     from app.settings import Settings
+    from app.training.evaluate import EvaluationReport
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def evaluate(
     progress: Progress = True,
 ) -> None:
     """How good is a model on YOUR labelled photos: top-1, top-5, macro-F1, per-class
-    precision/recall/support, a confusion matrix PNG and a page of the worst mistakes."""
+    precision/recall/support, the expected calibration error (ECE) with a reliability diagram,
+    a confusion matrix PNG and a page of the worst mistakes."""
     if (model is None) == (index is None):
         raise fail("give exactly one of --model or --index")
     require_extra("sklearn", "training", "evaluate")
@@ -77,12 +79,24 @@ def evaluate(
         f"({report.failed} unreadable): top-1 {report.top1:.3f}, top-5 {report.top5:.3f}, "
         f"macro-F1 {report.macro_f1:.3f}"
     )
+    typer.echo(_calibration_line(report))
     for c in report.classes:
         flag = "" if c.in_model else "  (not among the model's classes)"
         typer.echo(
             f"  {c.name:<34} P {c.precision:.2f}  R {c.recall:.2f}  F1 {c.f1:.2f}  n {c.support}{flag}"
         )
     typer.echo("wrote " + ", ".join(str(p) for p in done.files.values()))
+
+
+def _calibration_line(report: EvaluationReport) -> str:
+    line = (
+        f"calibration of the top-1 confidence ({len(report.reliability.bins)} equal-width bins): "
+        f"ECE {report.ece:.3f}, MCE {report.mce:.3f}"
+    )
+    after = report.reliability_calibrated
+    if after is not None:
+        line += f"; {after.scores}: ECE {after.ece:.3f}, MCE {after.mce:.3f}"
+    return line
 
 
 def _with_model(config: Settings, name: str, job: _Job) -> Evaluated:

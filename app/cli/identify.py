@@ -14,11 +14,24 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from app.cli.app import cli
-from app.cli.common import Progress, Workers, bar, echo_answer, fail, settings
+from app.cli.common import (
+    MinScore,
+    Progress,
+    RollupThreshold,
+    SpeciesListOption,
+    Taxon,
+    Workers,
+    bar,
+    echo_answer,
+    fail,
+    settings,
+    steering,
+)
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
     from app.services.observation import ObservationAnswer, ObservationService
+    from app.services.steering import Steering
     from app.settings import Settings
 
 CSV_FIELDS = [
@@ -35,6 +48,7 @@ class _Where:
     date: dt.date | None
     groups: frozenset[str] | None
     top_k: int
+    steering: Steering
 
 
 @cli.command()
@@ -47,6 +61,11 @@ def identify(
     date: Annotated[str | None, typer.Option(help="ISO date, e.g. 2026-06-21")] = None,
     groups: Annotated[list[str] | None, typer.Option(help="only these groups' models")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    taxon: Taxon = None,
+    species_list: SpeciesListOption = None,
+    geo: Annotated[str, typer.Option(help="what --lat/--lon do: prior, filter or off")] = "prior",
+    min_score: MinScore = None,
+    rollup_threshold: RollupThreshold = None,
     out: Annotated[Path | None, typer.Option(help="a folder's CSV (default: stdout)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="the JSON /v1/identify answers")] = False,
     workers: Workers = None,
@@ -56,11 +75,15 @@ def identify(
     per sub-folder (its photos), or is a CSV `observation,path`; the answers go to a CSV."""
     if (lat is None) != (lon is None):
         raise fail("give --lat and --lon together")
-    where = _Where(lat, lon, _date(date), frozenset(groups) if groups else None, top_k)
+    if geo == "filter" and lat is None:
+        raise fail("--geo filter keeps the species recorded near a place: give --lat and --lon")
+    config = settings()
+    steered = steering(config, taxon, species_list, geo, min_score, rollup_threshold)
+    where = _Where(lat, lon, _date(date), frozenset(groups) if groups else None, top_k, steered)
     single = photos[0] if len(photos) == 1 else None
     folder = single if single is not None and (single.is_dir() or single.suffix == ".csv") else None
     observations = _observations(folder) if folder is not None else {"photos": photos}
-    asyncio.run(_run(settings(), observations, where, folder, out, json_output, workers, progress))
+    asyncio.run(_run(config, observations, where, folder, out, json_output, workers, progress))
 
 
 def _date(text: str | None) -> dt.date | None:
@@ -134,7 +157,7 @@ async def _one(service: ObservationService, paths: list[Path], where: _Where) ->
     photos = [Photo(data=p.read_bytes(), source="file", name=str(p)) for p in paths]
     try:
         return await service.identify(
-            Observation(photos, where.lat, where.lon, where.date, where.groups, where.top_k)
+            Observation(photos, where.lat, where.lon, where.date, where.groups, where.top_k, where.steering)
         )
     except ServiceError as exc:
         raise fail(exc.message) from exc
@@ -182,6 +205,12 @@ def _print(answer: ObservationAnswer, json_output: bool) -> None:
     hits = [(s.score, s.label, f"  [{s.model}]") for s in answer.species]
     echo_answer(hits, answer.no_match_reason, answer.rollup)
     typer.echo(f"why: {answer.why}")
+    if answer.filters is not None:
+        f = answer.filters
+        kept = f"{f.kept_classes} classes kept, holding {f.kept_mass:.4f}" if f.kept_mass is not None else ""
+        typer.echo(
+            f"filters: {kept}" + (f"; not on any model: {', '.join(f.unmatched)}" if f.unmatched else "")
+        )
     if answer.geo.status != "not_requested":
         typer.echo(
             f"geo prior: {answer.geo.status}" + (f" ({answer.geo.reason})" if answer.geo.reason else "")

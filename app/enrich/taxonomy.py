@@ -76,6 +76,10 @@ class Rollup(BaseModel):
     name: str
     usageKey: int | None = Field(description="GBIF key of the taxon")
     score: float = Field(ge=0.0, le=1.0, description="summed score of the species under it")
+    reason: str | None = Field(
+        default=None,
+        description="why a taxon is reported rather than the best species, when not the threshold",
+    )
 
 
 def linked_from_match(name: str, payload: dict[str, Any]) -> LinkedName:

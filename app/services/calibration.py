@@ -3,7 +3,6 @@ group (``app.models.scope``), and measure what the fit gives on them."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from app.index.species_folders import LabelledImage
 from app.models.registry import LoadedModel
 from app.models.scope import Calibration, ModelScope, ScopeSignal, calibrate
 from app.pipeline import infer_files
+from app.training.reliability import reliability
 
 FLOOR = 1 / 512  # half a step of the AIY models' uint8 output: a 0 is "below 1/256", not impossible
 Array = npt.NDArray[np.float32]
@@ -47,16 +47,9 @@ def fit_temperature(probabilities: Array, truth: npt.NDArray[np.int64]) -> float
 
 
 def ece(probabilities: Array, truth: npt.NDArray[np.int64], bins: int = 10) -> float:
-    """Expected calibration error of the top-1 confidence."""
-    confidence = probabilities.max(axis=1)
+    """Expected calibration error of the top-1 confidence (``app.training.reliability``)."""
     correct = probabilities.argmax(axis=1) == truth
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            total += inside.mean() * abs(float(confidence[inside].mean()) - float(correct[inside].mean()))
-    return total
+    return reliability(probabilities.max(axis=1), correct, bins=bins).ece
 
 
 def fit(

@@ -1,5 +1,11 @@
 """evaluate: YOUR labelled photos through exactly what the server answers (the identify or the
-lookup service), scored against the truth. Needs the ``training`` extra (scikit-learn)."""
+lookup service), scored against the truth. Needs the ``training`` extra (scikit-learn).
+
+A classifier's answers are ``Identifier.interpret`` of each photo's probabilities, as
+``/v1/classify/MODEL`` gives them (the model's own, uncalibrated); where the model has a
+calibration file, the same photos' top species is also scored after its temperature
+(``app.models.scope.calibrate``, what ``/v1/identify`` starts from), so the report shows the
+calibration error before and after."""
 
 from __future__ import annotations
 
@@ -7,9 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from app.index.artifacts import SpeciesIndex
 from app.models.registry import LoadedModel
-from app.services.identify import Identifier
+from app.models.scope import calibrate
+from app.pipeline import infer_files
+from app.services.identify import FileIdentifications, Identification, Identifier
 from app.services.lookup import Lookup
 from app.services.predictions import predictions_of_index, predictions_of_model
 from app.training.evaluate import EvaluationReport, evaluate, write_report
@@ -35,8 +46,40 @@ def evaluate_model(
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluated:
-    found = identifier.identify_files(model, paths, top_k=top_k, workers=workers, on_progress=on_progress)
-    return _score(predictions_of_model(model, found), truths, out, dataset)
+    inferred = infer_files(
+        model, paths, max_pixels=identifier.max_pixels, workers=workers, on_progress=on_progress
+    )
+    results = [
+        identifier.interpret(model, row, top_k) if ok else None
+        for row, ok in zip(inferred.outputs, inferred.ok, strict=True)
+    ]
+    predictions = predictions_of_model(model, FileIdentifications(paths, results, inferred.failures))
+    calibration = model.scope.calibration if model.scope is not None else None
+    if calibration is not None:
+        predictions.calibrated_top1 = calibrated_top1(
+            inferred.outputs, results, calibration.temperature, calibration.probability_floor
+        )
+        predictions.calibration = f"temperature {calibration.temperature:.3f} ({calibration.fitted_on})"
+    return _score(predictions, truths, out, dataset)
+
+
+def calibrated_top1(
+    outputs: npt.NDArray[np.float32],
+    results: list[Identification | None],
+    temperature: float,
+    floor: float,
+) -> list[float | None]:
+    """Each photo's answered top species, its probability after temperature scaling (the
+    ranking is the same: the scaling is monotonic)."""
+    out: list[float | None] = []
+    for row, result in zip(outputs, results, strict=True):
+        if result is None:
+            out.append(None)
+        elif not result.species:
+            out.append(0.0)
+        else:
+            out.append(float(calibrate(row, temperature, floor)[result.species[0].index]))
+    return out
 
 
 def evaluate_index(

@@ -1,6 +1,7 @@
 """Classify a photo with a model: ranked species, taxonomy, rollup, why there is no match,
 and timings. The one path for the server, ``classify PHOTO``, ``classify FOLDER`` and
-``evaluate --model``: all of them end in ``Identifier.interpret``."""
+``evaluate --model``: all of them end in ``Identifier.interpret``. A request may steer it
+(``app.services.steering``: a taxon, a species list, the place, its own thresholds)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ from app.models.registry import LoadedModel
 from app.models.runner import InferenceRunner
 from app.pipeline import infer, infer_files
 from app.ranking import NoMatchReason, rank
+from app.services.geo import GeoOutcome, GeoWeighting, Place
+from app.services.steering import (
+    FilterReport,
+    Plan,
+    Steered,
+    Steering,
+    below_filter,
+    narrow_now,
+    plan_for,
+    report,
+    steer,
+)
 from app.settings import RankingSettings
 
 
@@ -49,8 +62,11 @@ class SpeciesHit:
     rank: int
     index: int  # class index in the model's label map
     label: Label
-    score: float  # the model's probability
+    score: float  # the model's probability (after the filters and the place, when steered)
     taxon: Taxon | None
+    vision_score: float | None = None  # before the place (after the taxon/list filters)
+    geo_score: float | None = None  # what the place multiplied it by (app.services.geo), None without
+    geo_records: int | None = None  # GBIF's records of the species in the cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,10 @@ class Identification:
     photo: Photo | None = None
     image: DecodedImage | None = None
     timings: Timings | None = None
+    filters: FilterReport | None = None  # what the taxon/list filters kept; None without
+    geo: GeoOutcome | None = None
+    min_score: float | None = None  # the thresholds this answer used
+    rollup_threshold: float | None = None
 
     @property
     def no_match(self) -> bool:
@@ -95,19 +115,36 @@ class Identifier:
         *,
         max_pixels: int,
         observer: InferenceObserver | None = None,
+        geo: GeoWeighting | None = None,
     ) -> None:
         self.runner = runner
         self.taxonomies = taxonomies
         self.ranking = ranking
         self.max_pixels = max_pixels
         self.observer = observer
+        self.geo = geo
 
-    async def identify(self, model: LoadedModel, photo: Photo, top_k: int | None = None) -> Identification:
+    def plan(self, model: LoadedModel, steering: Steering | None = None) -> Plan:
+        """What the request's filters keep of the model: call it before fetching the photo, so
+        an unknown taxon or a list the model has none of costs no download (400/404/409)."""
+        return plan_for([model], self.taxonomies, steering or Steering(), self.ranking)
+
+    async def identify(
+        self,
+        model: LoadedModel,
+        photo: Photo,
+        top_k: int | None = None,
+        plan: Plan | None = None,
+        place: Place | None = None,
+    ) -> Identification:
         """Decode and infer off the event loop (a worker thread, or the model's batcher)."""
         started = time.perf_counter()
+        plan = plan or self.plan(model)
         inference = await infer(self.runner, model, photo.data, self.max_pixels)
         observe(self.observer, model.name, photo, inference.decode_ms, inference.infer_ms)
-        result = self.interpret(model, inference.output, top_k)
+        taxonomy = self.taxonomies.get(model.taxonomy_path)
+        steered = await steer(inference.output, model, taxonomy, plan, self.geo, place)
+        result = self.interpret(model, inference.output, top_k, plan, steered)
         timings = Timings(
             fetch_ms=photo.fetch_ms,
             decode_ms=inference.decode_ms,
@@ -117,35 +154,70 @@ class Identifier:
         return replace(result, photo=photo, image=inference.image, timings=timings)
 
     def interpret(
-        self, model: LoadedModel, probabilities: npt.NDArray[np.float32], top_k: int | None = None
+        self,
+        model: LoadedModel,
+        probabilities: npt.NDArray[np.float32],
+        top_k: int | None = None,
+        plan: Plan | None = None,
+        steered: Steered | None = None,
     ) -> Identification:
         """Probabilities -> the answer: top-k species with their taxa, no-match and its reason,
-        and the rollup when no species is confident."""
+        and the rollup when no species is confident. ``steered``: the filters and the place
+        already applied (``identify``); without it, the plan's filters alone are."""
+        plan = plan or self.plan(model)
+        if steered is None:
+            steered = narrow_now(probabilities, model, plan)
         background = model.spec.background_index
+        scores = steered.scores
         ranking = rank(
             probabilities,
             top_k=top_k or self.ranking.top_k_default,
             background_index=background,
-            min_score=self.ranking.min_score,
+            min_score=plan.min_score,
+            scores=scores,
+            keep=steered.keep,
         )
         taxonomy = self.taxonomies.get(model.taxonomy_path)
         labels = model.labels
+        geo, factors = steered.geo, steered.geo.factors()
         species = [
-            SpeciesHit(position, index, labels[index], score, taxonomy.get(labels[index].scientific_name))
+            SpeciesHit(
+                position,
+                index,
+                labels[index],
+                score,
+                taxonomy.get(labels[index].scientific_name),
+                vision_score=min(float(steered.vision[index]), 1.0),
+                geo_score=float(factors[index]) if factors is not None else None,
+                geo_records=int(geo.records[index])
+                if factors is not None and geo.records is not None
+                else None,
+            )
             for position, (index, score) in enumerate(zip(ranking.indices, ranking.scores, strict=True), 1)
         ]
         # Climb the taxonomy only when no species is confident; over every class, not just top_k
         # (the classes with a score at all: most of the AIY models' 1000-2000 are exactly 0).
-        summed = rollup(
+        summed = steered.rollup or rollup(
             (
-                (labels[i].scientific_name, float(probabilities[i]))
-                for i in np.flatnonzero(probabilities > 0)
-                if i != background
+                (labels[i].scientific_name, float(scores[i]))
+                for i in np.flatnonzero(scores > 0)
+                if i != background and (steered.keep is None or steered.keep[i])
             ),
             taxonomy,
-            self.ranking.rollup_threshold,
+            plan.rollup_threshold,
         )
-        return Identification(model, species, ranking.no_match_reason, ranking.background_score, summed)
+        summed = below_filter(summed, plan.taxon)
+        return Identification(
+            model,
+            species,
+            ranking.no_match_reason,
+            ranking.background_score,
+            summed,
+            filters=report(plan, model.name, steered),
+            geo=geo,
+            min_score=plan.min_score,
+            rollup_threshold=plan.rollup_threshold,
+        )
 
     def identify_files(
         self,
@@ -155,6 +227,7 @@ class Identifier:
         top_k: int | None = None,
         workers: int,
         on_progress: Callable[[int], None] | None = None,
+        plan: Plan | None = None,
     ) -> FileIdentifications:
         """Photos on disk, batched over ``workers`` threads; unreadable ones listed, not fatal.
         Blocking: the CLI calls it directly."""
@@ -162,7 +235,7 @@ class Identifier:
             model, paths, max_pixels=self.max_pixels, workers=workers, on_progress=on_progress
         )
         results = [
-            self.interpret(model, row, top_k) if ok else None
+            self.interpret(model, row, top_k, plan) if ok else None
             for row, ok in zip(inferred.outputs, inferred.ok, strict=True)
         ]
         return FileIdentifications(paths, results, inferred.failures)

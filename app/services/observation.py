@@ -7,6 +7,12 @@ the photos are combined and the best-fitting model is chosen (``verdicts``); the
 re-ranks its species (``geo``). Not accepted -> ``not_an_organism`` when every model's
 background class holds at least half the probability, else ``out_of_scope``, and no species;
 accepted with its best species under MIN_SCORE -> ``low_confidence``, guesses and the rollup.
+
+A request may steer it (``steering``): a taxon or a species list keeps some of each model's
+species (a model with none kept is not asked), ``geo`` switches the place off or makes it a
+filter, and ``min_score``/``rollup_threshold`` replace the settings. The scope decision is the
+model's own, on all its species: a filter narrows what is named, not whether the photos show
+something the model knows.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -31,15 +37,17 @@ from app.index.vote import merge
 from app.models.registry import LoadedModel, Registry
 from app.models.runner import InferenceRunner
 from app.models.scope import Assessment
-from app.services.geo import GeoOutcome, GeoWeighting
+from app.ranking import filtered_out
+from app.services.geo import GeoOutcome, GeoWeighting, Place
 from app.services.identify import InferenceObserver, Timings
 from app.services.lookup import Lookup, LookupAnswer
-from app.services.verdicts import ModelVerdict, route, top_species, verdict
+from app.services.steering import FilterReport, Plan, Steered, Steering, below_filter, plan_for, report, steer
+from app.services.verdicts import ModelVerdict, route, verdict
 from app.settings import RankingSettings
 
 MAX_PHOTOS = 5
 NOT_AN_ORGANISM_BACKGROUND = 0.5  # every model's background class at least this: no organism
-ObservationNoMatch = Literal["not_an_organism", "out_of_scope", "low_confidence"]
+ObservationNoMatch = Literal["not_an_organism", "out_of_scope", "low_confidence", "filtered_out"]
 Array = npt.NDArray[np.float32]
 
 
@@ -51,6 +59,11 @@ class Observation:
     date: dt.date | None = None
     groups: frozenset[str] | None = None  # restrict to the models of these groups
     top_k: int | None = None
+    steering: Steering = field(default_factory=Steering)
+
+    @property
+    def place(self) -> Place | None:
+        return Place(self.lat, self.lon, self.date) if self.lat is not None and self.lon is not None else None
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,12 @@ class ObservedSpecies:
     index: int
     label: Label
     score: float  # the observation's calibrated probability (after the geo prior when applied)
-    vision_score: float  # before the geo prior
+    vision_score: float  # before the geo prior (after the taxon/list filters)
     per_photo: list[float]  # each photo's calibrated probability for this species
     taxon: Taxon | None
-    geo_weight: float | None  # the prior's factor; None without a prior
+    geo_weight: float | None  # the prior's w(n); None without the place
     geo_records: int | None  # GBIF occurrences of the species in the cell
+    geo_score: float | None = None  # what the place multiplied it by: w(n), or 1 under geo=filter
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ class ObservationAnswer:
     photos: list[tuple[Photo, DecodedImage]]
     timings: Timings
     index: LookupAnswer | None = None  # what the species index says, when one is served
+    filters: FilterReport | None = None  # what the taxon/list filters kept; None without
+    min_score: float | None = None  # the thresholds this answer used
+    rollup_threshold: float | None = None
 
     @property
     def no_match(self) -> bool:
@@ -146,9 +163,15 @@ class ObservationService:
             )
         return ready
 
-    async def identify(self, observation: Observation) -> ObservationAnswer:
+    def plan(self, groups: frozenset[str] | None, steering: Steering | None = None) -> Plan:
+        """The models to ask and what the filters keep of each: the route calls it before any
+        download, so an unknown group or taxon, or a list no model has, costs nothing."""
+        return plan_for(self.models_for(groups), self.taxonomies, steering or Steering(), self.ranking)
+
+    async def identify(self, observation: Observation, plan: Plan | None = None) -> ObservationAnswer:
         started = time.perf_counter()
-        models = self.models_for(observation.groups)
+        plan = plan or self.plan(observation.groups, observation.steering)
+        models = plan.models
         photos = observation.photos
         indexed = await self._index()
         embedder = indexed[1] if indexed is not None else None
@@ -158,12 +181,14 @@ class ObservationService:
         for photo, run in zip(photos, runs, strict=True):
             self._observe(photo, run)
         verdicts = [
-            verdict(model, [run.assessments[model.name] for run in runs], self.ranking.min_score)
-            for model in models
+            verdict(model, [run.assessments[model.name] for run in runs], plan.min_score) for model in models
         ]
         chosen, why = route(verdicts)
-        chosen, geo = await self._geo(chosen, observation)
-        decision = self._decide(chosen, verdicts, geo, observation.top_k)
+        steered = await self._steer(chosen, observation, plan)
+        geo = steered.geo if steered is not None else GeoOutcome.not_requested(observation.place is not None)
+        if plan.steering.geo == "off" and steered is None:
+            geo = GeoOutcome.off()
+        decision = self._decide(chosen, verdicts, geo, observation.top_k, steered, plan)
         fetches = [p.fetch_ms for p in photos if p.fetch_ms is not None]
         timings = Timings(
             fetch_ms=max(fetches) if fetches else None,  # fetched concurrently
@@ -182,6 +207,9 @@ class ObservationService:
             photos=[(photo, run.image) for photo, run in zip(photos, runs, strict=True)],
             timings=timings,
             index=await self._look_up(indexed, runs, observation.top_k),
+            filters=report(plan, chosen.model.name if chosen.accepted else None, steered),
+            min_score=plan.min_score,
+            rollup_threshold=plan.rollup_threshold,
         )
 
     async def _index(self) -> tuple[SpeciesIndex, LoadedModel] | None:
@@ -201,19 +229,14 @@ class ObservationService:
         per_photo = await self.runner.run(self.lookup.votes, indexed[0], features)
         return self.lookup.interpret(indexed[0], merge(per_photo), top_k)
 
-    async def _geo(self, chosen: ModelVerdict, observation: Observation) -> tuple[ModelVerdict, GeoOutcome]:
-        """The seen-nearby prior on the chosen model's species, when a place is given."""
-        lat, lon = observation.lat, observation.lon
-        if not chosen.accepted or self.geo is None or lat is None or lon is None:
-            return chosen, GeoOutcome.not_requested(lat is not None and lon is not None)
-        month = observation.date.month if observation.date is not None else None
+    async def _steer(self, chosen: ModelVerdict, observation: Observation, plan: Plan) -> Steered | None:
+        """The filters and the place on the chosen model's species; None when no model accepted
+        the photos (there are no species to steer)."""
+        if not chosen.accepted:
+            return None
         model = chosen.model
         taxonomy = self.taxonomies.get(model.taxonomy_path)
-        weighted, outcome = await self.geo.apply(
-            chosen.probabilities, model.labels, taxonomy, lat, lon, month, model.spec.background_index
-        )
-        top = top_species(weighted, model.spec.background_index)
-        return replace(chosen, probabilities=weighted, top=top), outcome
+        return await steer(chosen.probabilities, model, taxonomy, plan, self.geo, observation.place)
 
     def _run_photo(
         self, number: int, photo: Photo, models: list[LoadedModel], embedder: LoadedModel | None
@@ -256,8 +279,18 @@ class ObservationService:
             self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
 
     def _decide(
-        self, chosen: ModelVerdict, verdicts: list[ModelVerdict], geo: GeoOutcome, top_k: int | None
+        self,
+        chosen: ModelVerdict,
+        verdicts: list[ModelVerdict],
+        geo: GeoOutcome,
+        top_k: int | None,
+        steered: Steered | None = None,
+        plan: Plan | None = None,
     ) -> Decision:
+        """``steered``: the chosen model's species after the filters and the place (None: as the
+        verdict has them, with ``geo``); ``plan``: the request's thresholds (None: the settings)."""
+        min_score = plan.min_score if plan is not None else self.ranking.min_score
+        threshold = plan.rollup_threshold if plan is not None else self.ranking.rollup_threshold
         if not chosen.accepted:
             organism = any(
                 v.background is None or v.background < NOT_AN_ORGANISM_BACKGROUND for v in verdicts
@@ -265,11 +298,22 @@ class ObservationService:
             return Decision([], "out_of_scope" if organism else "not_an_organism", None)
         model, background = chosen.model, chosen.model.spec.background_index
         taxonomy = self.taxonomies.get(model.taxonomy_path)
-        species_scores = chosen.probabilities.copy()
+        steered = steered or Steered.unsteered(chosen.probabilities, geo)
+        scores, vision, keep = steered.scores, steered.vision, steered.keep
+        species_scores = np.asarray(scores, dtype=np.float64).copy()
         if background is not None:
             species_scores[background] = -1.0
-        order = np.argsort(-species_scores, kind="stable")[: top_k or self.ranking.top_k_default]
-        vision = geo.vision if geo.vision is not None else chosen.probabilities
+        listable = len(species_scores) - (background is not None)
+        if keep is not None:
+            # Only what the filters keep, and of it what holds any probability (a geo filter
+            # leaves the unrecorded at 0: they are not guesses).
+            species_scores[~(keep & (species_scores > 0))] = -1.0
+            listable = int((species_scores >= 0).sum())
+        order = np.argsort(-species_scores, kind="stable")[
+            : min(top_k or self.ranking.top_k_default, listable)
+        ]
+        factors = steered.geo.factors()
+        records = steered.geo.records
         species = [
             ObservedSpecies(
                 rank=rank,
@@ -277,23 +321,30 @@ class ObservationService:
                 group=model.spec.group,
                 index=int(i),
                 label=model.labels[i],
-                score=float(chosen.probabilities[i]),
+                score=float(scores[i]),
                 vision_score=float(vision[i]),
                 per_photo=[float(p) for p in chosen.per_photo[:, i]],
                 taxon=taxonomy.get(model.labels[i].scientific_name),
-                geo_weight=float(geo.weights[i]) if geo.weights is not None else None,
-                geo_records=int(geo.records[i]) if geo.records is not None else None,
+                geo_weight=float(steered.geo.weights[i]) if steered.geo.weights is not None else None,
+                geo_records=int(records[i]) if records is not None else None,
+                geo_score=float(factors[i]) if factors is not None else None,
             )
             for rank, i in enumerate(order, 1)
         ]
-        confident = species[0].score >= self.ranking.min_score
-        summed = rollup(
+        summed = steered.rollup or rollup(
             (
-                (model.labels[i].scientific_name, float(chosen.probabilities[i]))
-                for i in np.flatnonzero(chosen.probabilities > 1e-4)
-                if i != background
+                (model.labels[i].scientific_name, float(scores[i]))
+                for i in np.flatnonzero(scores > 1e-4)
+                if i != background and (keep is None or keep[i])
             ),
             taxonomy,
-            self.ranking.rollup_threshold,
+            threshold,
         )
+        summed = below_filter(summed, plan.taxon if plan is not None else None)
+        # Kept species that held less than min_score together: renormalised they may look sure,
+        # but the photos look like none of them (ranking.filtered_out). A geo filter that kept
+        # nothing (no species recorded there) lists none.
+        if keep is not None and (not species or filtered_out(chosen.probabilities, keep, min_score)):
+            return Decision(species, "filtered_out", summed)
+        confident = species[0].score >= min_score
         return Decision(species, None if confident else "low_confidence", summed)

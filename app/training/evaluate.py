@@ -1,6 +1,7 @@
 """Predictions vs the truth: top-1, top-5, macro-F1, per-class precision/recall/support, the
-confusion matrix and the most confident mistakes; written as JSON (to compare runs), CSV, a PNG
-and an HTML page.
+confusion matrix, the most confident mistakes and how well the top-1 confidence is calibrated
+(ECE and the reliability table, ``app.training.reliability``); written as JSON (to compare
+runs), CSV, two PNGs and an HTML page.
 
 Names are matched case- and space-insensitively. A true species the model cannot answer is
 listed under ``not_in_model``: its photos count as wrong, since a user asked about them.
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from app.training.predictions import Predictions, write_predictions_csv
+from app.training.reliability import Reliability, reliability
 
 OTHER = "(other)"  # a prediction outside the true classes
 WORST_SHOWN = 24
@@ -58,6 +60,14 @@ class EvaluationReport(BaseModel):
     confusion_labels: list[str]  # the columns (answers); the rows are ``classes``, in order
     confusion: list[list[int]]
     mistakes: list[Mistake]  # the most confident wrong answers first
+    # The top-1 confidence against top-1 accuracy, 10 equal-width bins: the scores as the
+    # source gives them (the classifier endpoints' probabilities, the index's vote shares) ...
+    ece: float
+    mce: float
+    reliability: Reliability
+    # ... and, for a classifier with a calibration file, after its temperature (/v1/identify's).
+    ece_calibrated: float | None = None
+    reliability_calibrated: Reliability | None = None
 
 
 def _key(name: str) -> str:
@@ -71,8 +81,13 @@ def evaluate(predictions: Predictions, truths: list[str], dataset: str) -> Evalu
     spelling = {_key(t): t for t in truths}  # report names as the dataset spells them
     truth_classes = sorted(spelling.values())
     y_true, y_pred, hit1, hit5 = [], [], [], []
+    confidence: list[float] = []
+    calibrated: list[float] = []
     mistakes: list[Mistake] = []
-    for path, truth, ranked in zip(predictions.paths, truths, predictions.ranked, strict=True):
+    calibrated_top1 = predictions.calibrated_top1 or [None] * len(predictions.paths)
+    for path, truth, ranked, recalibrated in zip(
+        predictions.paths, truths, predictions.ranked, calibrated_top1, strict=True
+    ):
         if ranked is None:
             continue
         keys = [_key(name) for name in ranked.names]
@@ -81,6 +96,9 @@ def evaluate(predictions: Predictions, truths: list[str], dataset: str) -> Evalu
         y_pred.append(spelling.get(top, OTHER))
         hit1.append(top == _key(truth))
         hit5.append(_key(truth) in keys[:5])
+        confidence.append(ranked.scores[0] if ranked.scores else 0.0)
+        if recalibrated is not None:
+            calibrated.append(recalibrated)
         if not hit1[-1]:
             rank = keys.index(_key(truth)) + 1 if _key(truth) in keys else None
             predicted = ranked.names[0] if ranked.names else "(nothing)"
@@ -96,6 +114,12 @@ def evaluate(predictions: Predictions, truths: list[str], dataset: str) -> Evalu
     labels = truth_classes + ([OTHER] if OTHER in y_pred else [])
     matrix = confusion_matrix(y_true, y_pred, labels=labels)[: len(truth_classes)]  # no "(other)" truth
     mistakes.sort(key=lambda m: -m.score)
+    measured = reliability(confidence, hit1, scores=predictions.source)
+    after = None
+    if predictions.calibrated_top1 is not None:
+        if len(calibrated) != len(hit1):
+            raise ValueError("a calibrated confidence for every photo read, or none")
+        after = reliability(calibrated, hit1, scores=f"calibrated: {predictions.calibration}")
     return EvaluationReport(
         source=predictions.source,
         dataset=dataset,
@@ -121,11 +145,16 @@ def evaluate(predictions: Predictions, truths: list[str], dataset: str) -> Evalu
         confusion_labels=labels,
         confusion=matrix.tolist(),
         mistakes=mistakes[:WORST_SHOWN],
+        ece=measured.ece,
+        mce=measured.mce,
+        reliability=measured,
+        ece_calibrated=after.ece if after is not None else None,
+        reliability_calibrated=after,
     )
 
 
 def write_report(report: EvaluationReport, predictions: Predictions, out: Path) -> dict[str, Path]:
-    from app.training.plots import confusion_png
+    from app.training.plots import confusion_png, reliability_png
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -133,6 +162,7 @@ def write_report(report: EvaluationReport, predictions: Predictions, out: Path) 
         "per_class": out / "per_class.csv",
         "predictions": out / "predictions.csv",
         "confusion": out / "confusion.png",
+        "reliability": out / "reliability.png",
         "mistakes": out / "mistakes.html",
     }
     files["json"].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -152,6 +182,8 @@ def write_report(report: EvaluationReport, predictions: Predictions, out: Path) 
         files["confusion"],
         title=report.source,
     )
+    panels = [report.reliability, *([report.reliability_calibrated] if report.reliability_calibrated else [])]
+    reliability_png(panels, files["reliability"], title=f"{report.source} on {report.evaluated} photos")
     files["mistakes"].write_text(mistakes_html(report), encoding="utf-8")
     return files
 
@@ -185,6 +217,6 @@ def mistakes_html(report: EvaluationReport) -> str:
         "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;width:210px;"
         "vertical-align:top;margin:6px}img{max-width:200px}figcaption{font-size:13px}</style>"
         f"<h1>Most confident mistakes</h1><p>{html.escape(report.source)} on {html.escape(report.dataset)}: "
-        f"top-1 {report.top1:.3f}, top-5 {report.top5:.3f}, macro-F1 {report.macro_f1:.3f} "
-        f"over {report.evaluated} photos.</p>{body}"
+        f"top-1 {report.top1:.3f}, top-5 {report.top5:.3f}, macro-F1 {report.macro_f1:.3f}, "
+        f"ECE {report.ece:.3f} over {report.evaluated} photos.</p>{body}"
     )

@@ -10,6 +10,8 @@ import numpy.typing as npt
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from app.training.reliability import Reliability
+
 
 def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
@@ -64,3 +66,39 @@ def scatter_png(
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+
+
+def reliability_png(panels: list[Reliability], out: Path, *, title: str) -> None:
+    """One reliability diagram per set of scores: each bin's accuracy as a bar over its
+    confidence range, its photo count above it, its mean confidence as a dot, and the diagonal
+    a calibrated model would follow; ECE and MCE in the panel's title."""
+    fig = Figure(figsize=(4.6 * len(panels) + 0.4, 4.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, measured in zip(axes, panels, strict=True):
+        full = [b for b in measured.bins if b.count]
+        width = measured.bins[0].upper - measured.bins[0].lower
+        ax.bar(
+            [b.lower for b in full], [b.accuracy or 0.0 for b in full], width=width, align="edge",
+            color="#4c72b0", edgecolor="white", label="accuracy",
+        )  # fmt: skip
+        ax.scatter(
+            [(b.lower + b.upper) / 2 for b in full], [b.confidence or 0.0 for b in full],
+            color="#dd8452", zorder=3, s=16, label="mean confidence",
+        )  # fmt: skip
+        for b in full:
+            ax.text((b.lower + b.upper) / 2, min((b.accuracy or 0.0) + 0.02, 1.0), str(b.count),
+                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.08)
+        ax.set_xlabel("top-1 confidence")
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_title(
+            f"{_short(measured.scores.split(' (')[0], 48)}\nECE {measured.ece:.3f}, MCE {measured.mce:.3f} "
+            f"({measured.photos} photos)",
+            fontsize=9,
+        )
+        ax.legend(loc="upper left", fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)

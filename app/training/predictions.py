@@ -29,6 +29,11 @@ class Predictions:
     paths: list[Path]
     ranked: list[Ranked | None]  # None: the photo could not be read
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    # Per photo (None: unreadable): the top species' probability after the model's calibration
+    # (the temperature of ``calibration/<model>.json``, what /v1/identify starts from); the
+    # whole list None when the source has no calibration. ``ranked`` keeps the source's own.
+    calibrated_top1: list[float | None] | None = None
+    calibration: str | None = None  # which one: "temperature 0.530 (fitted on ...)"
 
 
 def ranked_from_probabilities(

@@ -13,7 +13,7 @@ from PIL import Image
 from tests.cli.runner import ok, refused, run_cli
 from tests.support.figures import figure
 from tests.support.images import encode, photo
-from tests.support.manifests import write_manifest
+from tests.support.manifests import INSECTS, aiy_entry, with_scope, write_manifest
 
 
 @pytest.mark.shared
@@ -42,6 +42,42 @@ def test_evaluate_the_insects_classifier(leeds_csv, leeds_photos, real_manifest,
     assert (out / "predictions.csv").read_text().count("\n") == 1 + 300 * 5
     assert len(list(csv.DictReader((out / "per_class.csv").open()))) == 10
     assert f"wrote {out / 'report.json'}" in result.stdout
+    # Calibration of the endpoint's own probabilities (this manifest has no calibration file).
+    ece = re.search(r"equal-width bins\): ECE ([0-9.]+), MCE ([0-9.]+)$", result.stdout, re.M)
+    assert ece, result.stdout
+    figure(f"evaluate aiy_insects_v1 on Leeds (300), uncalibrated: ECE {ece[1]}, MCE {ece[2]}")
+    assert 0.0 <= report["ece"] <= 1.0 and report["ece"] == pytest.approx(float(ece[1]), abs=1e-3)
+    assert (
+        report["reliability_calibrated"] is None
+        and sum(b["count"] for b in report["reliability"]["bins"]) == 300
+    )
+    with Image.open(out / "reliability.png") as png:
+        assert png.format == "PNG" and png.width > 300
+
+
+@pytest.mark.shared
+def test_evaluate_prints_the_ece_before_and_after_the_models_calibration(leeds_photos, tmp_path):
+    """A few dozen Leeds photos, the insects model with its shipped calibration file."""
+    manifest = write_manifest(tmp_path / "models.toml", [with_scope(aiy_entry(*INSECTS))])
+    photos = tmp_path / "photos.csv"
+    photos.write_text("path,label\n" + "".join(f"{p},{n}\n" for p, n in leeds_photos[3::8]))
+    out = tmp_path / "report"
+    result = ok(
+        run_cli("evaluate", photos, "--model aiy_insects_v1 --no-progress --out", out, manifest=manifest)
+    )
+    line = re.search(
+        r"ECE ([0-9.]+), MCE [0-9.]+; calibrated: temperature ([0-9.]+) \(.+\): ECE ([0-9.]+), MCE [0-9.]+$",
+        result.stdout,
+        re.M,
+    )
+    assert line, result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluated"] == 38
+    assert report["ece"] == pytest.approx(float(line[1]), abs=1e-3)
+    assert report["ece_calibrated"] == pytest.approx(float(line[3]), abs=1e-3)
+    assert 0.0 <= report["ece_calibrated"] <= 1.0 and float(line[2]) == pytest.approx(0.530, abs=0.2)
+    with Image.open(out / "reliability.png") as png:
+        assert png.format == "PNG" and png.width > 600  # two panels
 
 
 @pytest.mark.shared

@@ -4,20 +4,26 @@ lookup), scored against the truth, with the report files written."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app.enrich.taxonomies import TaxonomyBook
 from app.index.artifacts import IndexDir
+from app.models.registry import Registry, open_registry
+from app.models.scope import calibrate
+from app.pipeline import infer_files
 from app.services.evaluation import evaluate_index, evaluate_model
 from app.services.lookup import Lookup
-from app.settings import IndexSettings, RankingSettings
+from app.settings import IndexSettings, ModelSettings, RankingSettings
 from tests.services.helpers import LEFT_OUT, MAX_PIXELS, make_identifier, photos_in
+from tests.support.manifests import INSECTS, aiy_entry, with_scope, write_manifest
 
 pytestmark = pytest.mark.shared
 
-FILES = {"json", "per_class", "predictions", "confusion", "mistakes"}
+FILES = {"json", "per_class", "predictions", "confusion", "reliability", "mistakes"}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,59 @@ def test_evaluate_model_scores_the_real_insects_model(sample, real_registry, run
         r.names[0] == t for r, t in zip(evaluated.predictions.ranked[:-1], truths[:-1], strict=True) if r
     )
     assert report.top1 == pytest.approx(right / 20)
+    # Calibration: the endpoint's own top-1 probabilities; this manifest has no calibration file.
+    assert 0.0 <= report.ece <= 1.0 and report.reliability.photos == 20
+    assert sum(b.count for b in report.reliability.bins) == 20 and len(report.reliability.bins) == 10
+    assert report.reliability_calibrated is None and on_disk["ece"] == report.ece
+
+
+@pytest.fixture(scope="module")
+def calibrated_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The insects model with its shipped calibration (volumes/models/calibration)."""
+    manifest = write_manifest(
+        tmp_path_factory.mktemp("calibrated") / "models.toml", [with_scope(aiy_entry(*INSECTS))]
+    )
+    registry = open_registry(ModelSettings(manifest=manifest, inference_workers=2))
+    yield registry
+    registry.close()
+
+
+def test_evaluate_model_measures_the_ece_before_and_after_the_calibration(
+    leeds_photos, calibrated_registry, runner, tmp_path
+):
+    chosen = leeds_photos[::7]  # 43 photos, every species
+    paths, truths = [p for p, _ in chosen], [n for _, n in chosen]
+    insects = calibrated_registry.get_ready("aiy_insects_v1")
+    assert insects.scope is not None and insects.scope.calibration is not None
+    evaluated = evaluate_model(
+        make_identifier(runner), insects, paths, truths, tmp_path / "report",
+        dataset="leeds-43", top_k=5, workers=2,
+    )  # fmt: skip
+    report = evaluated.report
+    after = report.reliability_calibrated
+    assert after is not None and report.ece_calibrated == after.ece
+    assert 0.0 <= report.ece <= 1.0 and 0.0 <= after.ece <= 1.0
+    print(f"insects on 43 Leeds photos: ECE {report.ece:.3f} -> {after.ece:.3f} calibrated")
+    temperature = insects.scope.calibration.temperature
+    assert after.scores.startswith(f"calibrated: temperature {temperature:.3f}")
+    # The calibrated confidence is /v1/identify's probability of the same top species.
+    inferred = infer_files(insects, paths[:3], max_pixels=MAX_PIXELS, workers=1, with_features=True)
+    assert inferred.features is not None
+    names = [label.scientific_name for label in insects.labels]
+    for row, features, ranked, value in zip(
+        inferred.outputs, inferred.features, evaluated.predictions.ranked,
+        evaluated.predictions.calibrated_top1 or [], strict=False,
+    ):  # fmt: skip
+        assert ranked is not None and value is not None
+        top = names.index(ranked.names[0])
+        assessed = insects.scope.assess(row, features).probabilities[top]
+        assert value == pytest.approx(float(assessed), abs=1e-6)
+        assert value == pytest.approx(float(calibrate(row, temperature, 1 / 512)[top]), abs=1e-6)
+    with Image.open(evaluated.files["reliability"]) as png:
+        assert png.format == "PNG" and png.width > 600  # two panels: the model's, calibrated
+    on_disk = json.loads(evaluated.files["json"].read_text())
+    assert on_disk["ece_calibrated"] == pytest.approx(after.ece)
+    assert sum(b["count"] for b in on_disk["reliability_calibrated"]["bins"]) == 43
 
 
 def test_nothing_readable_is_nothing_to_evaluate(sample, real_registry, runner, tmp_path):

@@ -1,5 +1,7 @@
 """Classification: the legacy group routes (/bird_url, /insect_url, /plant_url) and
-/v1/classify/{model}, which serves any classifier in the manifest."""
+/v1/classify/{model}, which serves any classifier in the manifest. Both take the steering
+parameters (``app.api.steering``: taxon, species_list, lat/lon/date with geo, min_score,
+rollup_threshold); without them the answer is the model's own, as it always was."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from app.api import presenters
 from app.api.deps import FetcherDep, IdentifierDep, RegistryDep, SettingsDep
 from app.api.image_input import ImageInputDep
 from app.api.schemas import ClassificationResponse, error_responses
+from app.api.steering import PlaceDep, SteeringDep
 
 router = APIRouter(tags=["classify"])
 
@@ -25,7 +28,13 @@ LEGACY_GROUPS = {
 TopK = Annotated[
     int | None, Query(ge=1, le=100, description="how many species to return (default 5, at most 100)")
 ]
-ERRORS = error_responses(400, 404, 413, 415, 422, 502, 503, 504)
+ERRORS = error_responses(400, 404, 409, 413, 415, 422, 502, 503, 504)
+STEERING = (
+    " Steer it: `taxon` or `species_list` rank only the species they keep (renormalised, said in "
+    "`filters`); `lat`/`lon` (+ `date`) with `geo=prior|filter|off` weigh them by GBIF's records "
+    "near there (`vision_score`, `geo_score`, `combined_score` on each result); `min_score` and "
+    "`rollup_threshold` replace the settings for this request."
+)
 ClassifierName = Annotated[str, Path(max_length=64, description="a classifier's manifest name")]
 
 
@@ -36,11 +45,14 @@ def _legacy_route(group: str) -> Callable[..., Awaitable[ClassificationResponse]
         identifier: IdentifierDep,
         fetcher: FetcherDep,
         settings: SettingsDep,
+        steering: SteeringDep,
+        place: PlaceDep,
         top_k: TopK = None,
     ) -> ClassificationResponse:
         model = registry.get_ready_for_group(group)  # before the download: a disabled model costs none
+        plan = identifier.plan(model, steering)  # an unknown taxon costs no download either
         photo = await image.load(fetcher, settings.images.max_upload_bytes)
-        return presenters.classification(await identifier.identify(model, photo, top_k))
+        return presenters.classification(await identifier.identify(model, photo, top_k, plan, place))
 
     endpoint.__name__ = f"classify_{group}"
     return endpoint
@@ -56,7 +68,7 @@ for _group, _what in LEGACY_GROUPS.items():
         summary=f"Identify {_what} in a photo",
         description=(
             f"Ranks the species of the model whose manifest group is `{_group}`. Send the photo as "
-            "`img_url` (query) or as a multipart upload in `image`."
+            "`img_url` (query) or as a multipart upload in `image`." + STEERING
         ),
     )
 
@@ -66,6 +78,7 @@ for _group, _what in LEGACY_GROUPS.items():
     response_model=ClassificationResponse,
     responses=ERRORS,
     summary="Identify species with any classifier in the manifest",
+    description="The same as the group routes, with the classifier named." + STEERING,
 )
 async def classify_with(
     model_name: ClassifierName,
@@ -74,8 +87,11 @@ async def classify_with(
     identifier: IdentifierDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
+    steering: SteeringDep,
+    place: PlaceDep,
     top_k: TopK = None,
 ) -> ClassificationResponse:
     model = registry.get_ready(model_name, task="classifier")
+    plan = identifier.plan(model, steering)
     photo = await image.load(fetcher, settings.images.max_upload_bytes)
-    return presenters.classification(await identifier.identify(model, photo, top_k))
+    return presenters.classification(await identifier.identify(model, photo, top_k, plan, place))

@@ -4,7 +4,6 @@ where and when, and an honest "I don't know"."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
@@ -15,6 +14,7 @@ from app.api.image_input import ImageInput, read_upload
 from app.api.observation_schemas import IdentifyResponse
 from app.api.routes.classify import TopK
 from app.api.schemas import error_responses
+from app.api.steering import PlaceDep, SteeringDep
 from app.errors import BadRequest, ServiceError
 from app.imaging.fetch import ImageFetcher, parse_url
 from app.imaging.photo import Photo
@@ -26,7 +26,7 @@ router = APIRouter(tags=["identify"])
 @router.post(
     "/v1/identify",
     response_model=IdentifyResponse,
-    responses=error_responses(400, 413, 415, 422, 502, 503, 504),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 502, 503, 504),
     summary="Identify an observation: 1-5 photos, every model, a place and a date",
     description=(
         "Send 1 to 5 photos of ONE organism: repeat the multipart field `image`, or the query "
@@ -35,20 +35,21 @@ router = APIRouter(tags=["identify"])
         "chosen, and with `lat`/`lon` (and `date`) its species are re-ranked by what GBIF has "
         "recorded near there. When no model covers the photos the answer is `no_match` with the "
         "reason (`not_an_organism`, `out_of_scope`) and no species; `low_confidence` lists guesses "
-        "and the rollup. `groups` restricts the models (e.g. `groups=bird`)."
+        "and the rollup. `groups` restricts the models (e.g. `groups=bird`). Steer the answer: "
+        "`taxon` (a GBIF key or a name of any rank) or `species_list` (an installed list's name, or "
+        "a file in the multipart field of that name) rank only the species they keep, renormalised "
+        "(`filters` says what was kept; a model with none kept is not asked); `geo=prior|filter|off` "
+        "says what the place does; `min_score` and `rollup_threshold` replace the settings."
     ),
 )
 async def identify(
     service: ObservationDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
+    steering: SteeringDep,
+    place: PlaceDep,
     image: Annotated[list[UploadFile] | None, File(description="photos of one organism (1-5)")] = None,
     img_url: Annotated[list[str] | None, Query(max_length=MAX_PHOTOS, description="photo addresses")] = None,
-    lat: Annotated[
-        float | None, Query(ge=-90, le=90, description="WGS84 latitude of the observation")
-    ] = None,
-    lon: Annotated[float | None, Query(ge=-180, le=180, description="WGS84 longitude")] = None,
-    date: Annotated[dt.date | None, Query(description="when (ISO 8601, e.g. 2026-06-21)")] = None,
     groups: Annotated[list[str] | None, Query(description="only these groups' models, e.g. bird")] = None,
     top_k: TopK = None,
 ) -> IdentifyResponse:
@@ -59,20 +60,27 @@ async def identify(
             f"got {len(uploads) + len(urls)}",
             detail={"photos": len(uploads) + len(urls), "max": MAX_PHOTOS},
         )
-    if (lat is None) != (lon is None):
-        raise BadRequest("give lat and lon together", detail={"lat": lat, "lon": lon})
     numbered = list(enumerate(urls, len(uploads) + 1))  # photos are numbered uploads first
     for number, url in numbered:
         try:
             parse_url(url)  # a malformed address is a 400 before anything runs
         except ServiceError as exc:
             raise _naming(exc, number, url) from None
-    service.models_for(frozenset(groups) if groups else None)  # 400/503 before any download
+    chosen = frozenset(groups) if groups else None
+    plan = service.plan(chosen, steering)  # 400/404/409/503 before any download
     cap = settings.images.max_upload_bytes
     photos = [await _read(number, upload, cap) for number, upload in enumerate(uploads, 1)]
     photos += await asyncio.gather(*(_fetch(number, url, fetcher, cap) for number, url in numbered))
-    observation = Observation(photos, lat, lon, date, frozenset(groups) if groups else None, top_k)
-    return presenters.observation(await service.identify(observation))
+    observation = Observation(
+        photos,
+        place.lat if place else None,
+        place.lon if place else None,
+        place.date if place else None,
+        chosen,
+        top_k,
+        steering,
+    )
+    return presenters.observation(await service.identify(observation, plan))
 
 
 async def _read(number: int, upload: UploadFile, cap: int) -> Photo:
