@@ -7,27 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
-from app.api.schemas import (
-    FiltersInfo,
-    GeoCellInfo,
-    GeoInfo,
-    ImageInfo,
-    IndexInfo,
-    LookupResult,
-    RollupInfo,
-    TaxonInfo,
-    Thresholds,
-    Timings,
-)
-
-__all__ = [
-    "GeoCellInfo",
-    "GeoInfo",
-    "IdentifyResponse",
-    "IndexAnswer",
-    "ModelAssessment",
-    "ObservedSpeciesResult",
-]
+from app.api.schemas import ImageInfo, IndexInfo, LookupResult, RollupInfo, TaxonInfo, Timings
+from app.api.steering_schemas import FiltersInfo, GeoInfo, Thresholds
 
 
 class ObservedSpeciesResult(BaseModel):

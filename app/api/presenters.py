@@ -13,20 +13,22 @@ from app.api.observation_schemas import (
 from app.api.schemas import (
     ClassificationResponse,
     ClassifiedSpecies,
-    FiltersInfo,
-    GeoCellInfo,
-    GeoInfo,
     ImageInfo,
     IndexInfo,
     LookupResponse,
     LookupResult,
     ModelInfo,
     RollupInfo,
+    TaxonInfo,
+    Timings,
+)
+from app.api.steering_schemas import (
+    FiltersInfo,
+    GeoCellInfo,
+    GeoInfo,
     SpeciesListInfo,
     TaxonFilterInfo,
-    TaxonInfo,
     Thresholds,
-    Timings,
 )
 from app.enrich.taxonomy import Rollup, Taxon
 from app.imaging.decode import DecodedImage
@@ -38,7 +40,7 @@ from app.services.identify import Identification
 from app.services.identify import Timings as StageTimings
 from app.services.lookup import LookupAnswer
 from app.services.observation import ObservationAnswer
-from app.services.steering import FilterReport
+from app.services.steered import FilterReport
 
 
 def taxon_info(taxon: Taxon | None) -> TaxonInfo | None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
+from app.api.steering_schemas import FiltersInfo, GeoInfo, Thresholds
 
 
 class TaxonInfo(BaseModel):
@@ -87,67 +88,6 @@ class ClassifiedSpecies(SpeciesResult):
         description="vision_score * geo_score renormalised over the species (= score)",
     )
     geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
-
-
-class TaxonFilterInfo(BaseModel):
-    key: int | None = Field(description="GBIF key of the taxon (from the linked taxonomy)")
-    name: str
-    rank: str = Field(description="kingdom, phylum, class, order, family, genus, species, ...")
-
-
-class SpeciesListInfo(BaseModel):
-    name: str = Field(description="the installed list's file, or the uploaded file's name")
-    source: Literal["installed", "upload"]
-    names: int = Field(description="distinct names the list holds")
-    unmatched: list[str] = Field(description="the list's names no model asked has (as written in the list)")
-
-
-class FiltersInfo(BaseModel):
-    """What a taxon or species list kept (null when neither was given)."""
-
-    taxon: TaxonFilterInfo | None = None
-    species_list: SpeciesListInfo | None = None
-    kept_classes: int | None = Field(
-        default=None,
-        description="classes of the answering model the filters keep; null when no model answered",
-    )
-    kept_mass: float | None = Field(
-        default=None,
-        description="the probability the kept species held together before renormalising (their scores "
-        "are divided by it, so they sum to 1); low: the photo does not look like the kept species",
-    )
-    excluded_models: dict[str, str] = Field(
-        default={}, description="models not asked because the filters keep none of their species -> why"
-    )
-
-
-class Thresholds(BaseModel):
-    min_score: float = Field(
-        description="under this best score: no_match, low_confidence (MIN_SCORE or min_score)"
-    )
-    rollup_threshold: float = Field(
-        description="the rollup's threshold (ROLLUP_THRESHOLD or rollup_threshold)"
-    )
-
-
-class GeoCellInfo(BaseModel):
-    south: float
-    north: float
-    west: float
-    east: float
-    month: int | None
-
-
-class GeoInfo(BaseModel):
-    status: Literal["applied", "not_requested", "unavailable", "not_linked", "off"]
-    reason: str | None = Field(default=None, description="why there is no prior")
-    cell: GeoCellInfo | None = None
-    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
-    cache: Literal["hit", "miss", "stale"] | None = None
-    mode: Literal["off", "prior", "filter"] = Field(default="prior", description="the geo= asked")
-    recorded_species: int | None = Field(
-        default=None, description="geo=filter: the model's species GBIF has records of in the cell"
-    )
 
 
 class ImageInfo(BaseModel):

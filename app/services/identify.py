@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from app.core import Label
 from app.enrich.taxonomies import TaxonomyBook
-from app.enrich.taxonomy import Rollup, Taxon, rollup
+from app.enrich.taxonomy import Rollup, Taxon
 from app.imaging.decode import DecodedImage
 from app.imaging.photo import Photo
 from app.models.registry import LoadedModel
@@ -24,17 +24,8 @@ from app.models.runner import InferenceRunner
 from app.pipeline import infer, infer_files
 from app.ranking import NoMatchReason, rank
 from app.services.geo import GeoOutcome, GeoWeighting, Place
-from app.services.steering import (
-    FilterReport,
-    Plan,
-    Steered,
-    Steering,
-    below_filter,
-    narrow_now,
-    plan_for,
-    report,
-    steer,
-)
+from app.services.steered import FilterReport, Steered, answer_rollup, narrow_now, report, steer
+from app.services.steering import Plan, Steering, plan_for
 from app.settings import RankingSettings
 
 
@@ -197,16 +188,7 @@ class Identifier:
         ]
         # Climb the taxonomy only when no species is confident; over every class, not just top_k
         # (the classes with a score at all: most of the AIY models' 1000-2000 are exactly 0).
-        summed = steered.rollup or rollup(
-            (
-                (labels[i].scientific_name, float(scores[i]))
-                for i in np.flatnonzero(scores > 0)
-                if i != background and (steered.keep is None or steered.keep[i])
-            ),
-            taxonomy,
-            plan.rollup_threshold,
-        )
-        summed = below_filter(summed, plan.taxon)
+        summed = answer_rollup(steered, model, taxonomy, plan.rollup_threshold, plan.taxon)
         return Identification(
             model,
             species,
@@ -234,6 +216,7 @@ class Identifier:
         inferred = infer_files(
             model, paths, max_pixels=self.max_pixels, workers=workers, on_progress=on_progress
         )
+        plan = plan or self.plan(model)  # once for the folder, not once per photo
         results = [
             self.interpret(model, row, top_k, plan) if ok else None
             for row, ok in zip(inferred.outputs, inferred.ok, strict=True)

@@ -21,14 +21,13 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from app.core import InputSpec, Label
+from app.core import InputSpec
 from app.enrich.taxonomies import TaxonomyBook
-from app.enrich.taxonomy import Rollup, Taxon, rollup
+from app.enrich.taxonomy import Rollup
 from app.errors import BadRequest, IndexUnavailable, ModelUnavailable, ServiceError
 from app.imaging.decode import DecodedImage, decode_for
 from app.imaging.photo import Photo
@@ -37,17 +36,16 @@ from app.index.vote import merge
 from app.models.registry import LoadedModel, Registry
 from app.models.runner import InferenceRunner
 from app.models.scope import Assessment
-from app.ranking import filtered_out
+from app.services.decision import ObservationNoMatch, ObservedSpecies, decide
 from app.services.geo import GeoOutcome, GeoWeighting, Place
 from app.services.identify import InferenceObserver, Timings
 from app.services.lookup import Lookup, LookupAnswer
-from app.services.steering import FilterReport, Plan, Steered, Steering, below_filter, plan_for, report, steer
+from app.services.steered import FilterReport, Steered, report, steer
+from app.services.steering import Plan, Steering, plan_for
 from app.services.verdicts import ModelVerdict, route, verdict
 from app.settings import RankingSettings
 
 MAX_PHOTOS = 5
-NOT_AN_ORGANISM_BACKGROUND = 0.5  # every model's background class at least this: no organism
-ObservationNoMatch = Literal["not_an_organism", "out_of_scope", "low_confidence", "filtered_out"]
 Array = npt.NDArray[np.float32]
 
 
@@ -75,29 +73,6 @@ class PhotoRun:
     decode_ms: float
     infer_ms: dict[str, float]
     index_features: Array | None = None  # the species index's embedder, when an index is served
-
-
-@dataclass(frozen=True)
-class ObservedSpecies:
-    rank: int
-    model: str
-    group: str | None
-    index: int
-    label: Label
-    score: float  # the observation's calibrated probability (after the geo prior when applied)
-    vision_score: float  # before the geo prior (after the taxon/list filters)
-    per_photo: list[float]  # each photo's calibrated probability for this species
-    taxon: Taxon | None
-    geo_weight: float | None  # the prior's w(n); None without the place
-    geo_records: int | None  # GBIF occurrences of the species in the cell
-    geo_score: float | None = None  # what the place multiplied it by: w(n), or 1 under geo=filter
-
-
-@dataclass(frozen=True)
-class Decision:
-    species: list[ObservedSpecies]
-    no_match_reason: ObservationNoMatch | None
-    rollup: Rollup | None
 
 
 @dataclass(frozen=True)
@@ -188,7 +163,8 @@ class ObservationService:
         geo = steered.geo if steered is not None else GeoOutcome.not_requested(observation.place is not None)
         if plan.steering.geo == "off" and steered is None:
             geo = GeoOutcome.off()
-        decision = self._decide(chosen, verdicts, geo, observation.top_k, steered, plan)
+        top_k = observation.top_k or self.ranking.top_k_default
+        decision = decide(chosen, verdicts, plan, self.taxonomies, top_k, steered)
         fetches = [p.fetch_ms for p in photos if p.fetch_ms is not None]
         timings = Timings(
             fetch_ms=max(fetches) if fetches else None,  # fetched concurrently
@@ -277,74 +253,3 @@ class ObservationService:
         self.observer.observe_shared(run.decode_ms, run.infer_ms)
         if photo.fetch_ms is not None:
             self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
-
-    def _decide(
-        self,
-        chosen: ModelVerdict,
-        verdicts: list[ModelVerdict],
-        geo: GeoOutcome,
-        top_k: int | None,
-        steered: Steered | None = None,
-        plan: Plan | None = None,
-    ) -> Decision:
-        """``steered``: the chosen model's species after the filters and the place (None: as the
-        verdict has them, with ``geo``); ``plan``: the request's thresholds (None: the settings)."""
-        min_score = plan.min_score if plan is not None else self.ranking.min_score
-        threshold = plan.rollup_threshold if plan is not None else self.ranking.rollup_threshold
-        if not chosen.accepted:
-            organism = any(
-                v.background is None or v.background < NOT_AN_ORGANISM_BACKGROUND for v in verdicts
-            )
-            return Decision([], "out_of_scope" if organism else "not_an_organism", None)
-        model, background = chosen.model, chosen.model.spec.background_index
-        taxonomy = self.taxonomies.get(model.taxonomy_path)
-        steered = steered or Steered.unsteered(chosen.probabilities, geo)
-        scores, vision, keep = steered.scores, steered.vision, steered.keep
-        species_scores = np.asarray(scores, dtype=np.float64).copy()
-        if background is not None:
-            species_scores[background] = -1.0
-        listable = len(species_scores) - (background is not None)
-        if keep is not None:
-            # Only what the filters keep, and of it what holds any probability (a geo filter
-            # leaves the unrecorded at 0: they are not guesses).
-            species_scores[~(keep & (species_scores > 0))] = -1.0
-            listable = int((species_scores >= 0).sum())
-        order = np.argsort(-species_scores, kind="stable")[
-            : min(top_k or self.ranking.top_k_default, listable)
-        ]
-        factors = steered.geo.factors()
-        records = steered.geo.records
-        species = [
-            ObservedSpecies(
-                rank=rank,
-                model=model.name,
-                group=model.spec.group,
-                index=int(i),
-                label=model.labels[i],
-                score=float(scores[i]),
-                vision_score=float(vision[i]),
-                per_photo=[float(p) for p in chosen.per_photo[:, i]],
-                taxon=taxonomy.get(model.labels[i].scientific_name),
-                geo_weight=float(steered.geo.weights[i]) if steered.geo.weights is not None else None,
-                geo_records=int(records[i]) if records is not None else None,
-                geo_score=float(factors[i]) if factors is not None else None,
-            )
-            for rank, i in enumerate(order, 1)
-        ]
-        summed = steered.rollup or rollup(
-            (
-                (model.labels[i].scientific_name, float(scores[i]))
-                for i in np.flatnonzero(scores > 1e-4)
-                if i != background and (keep is None or keep[i])
-            ),
-            taxonomy,
-            threshold,
-        )
-        summed = below_filter(summed, plan.taxon if plan is not None else None)
-        # Kept species that held less than min_score together: renormalised they may look sure,
-        # but the photos look like none of them (ranking.filtered_out). A geo filter that kept
-        # nothing (no species recorded there) lists none.
-        if keep is not None and (not species or filtered_out(chosen.probabilities, keep, min_score)):
-            return Decision(species, "filtered_out", summed)
-        confident = species[0].score >= min_score
-        return Decision(species, None if confident else "low_confidence", summed)

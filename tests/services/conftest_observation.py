@@ -28,8 +28,9 @@ from app.models.registry import LoadedModel, Registry, open_registry
 from app.models.runner import InferenceRunner
 from app.models.scope import Calibration, ModelScope
 from app.services.calibration import FLOOR, fit_temperature, scope_scores
-from app.services.geo import GeoOutcome
-from app.services.observation import Decision, Observation, ObservationAnswer, ObservationService
+from app.services.decision import Decision
+from app.services.decision import decide as service_decide
+from app.services.observation import Observation, ObservationAnswer, ObservationService
 from app.services.verdicts import route, verdict
 from app.settings import ModelSettings, RankingSettings
 from tests.services.helpers import MAX_PIXELS
@@ -305,7 +306,7 @@ def decide(
     service: ObservationService, calibrations: dict[str, Calibration], found: dict[str, Signals]
 ) -> Simulated:
     """The service's own verdict, routing and decision (``verdicts.verdict``, ``verdicts.route``,
-    ``ObservationService._decide``) on one photo's measured outputs, with ``calibrations`` in
+    ``decision.decide``) on one photo's measured outputs, with ``calibrations`` in
     place of the shipped ones: no new inference per fold."""
     verdicts = []
     for model in models_of(service.registry).values():
@@ -317,7 +318,9 @@ def decide(
         assessment = scope.assess(s.probabilities, s.features)
         verdicts.append(verdict(replace(model, scope=scope), [assessment], service.ranking.min_score))
     chosen, _ = route(verdicts)
-    decision = service._decide(chosen, verdicts, GeoOutcome.not_requested(False), None)
+    decision = service_decide(
+        chosen, verdicts, service.plan(None), service.taxonomies, service.ranking.top_k_default
+    )
     return Simulated(chosen.model.name, chosen.accepted, decision)
 
 

@@ -17,8 +17,9 @@ import pytest
 
 from app.enrich.taxonomies import TaxonomyBook
 from app.models.scope import load_calibration
+from app.services.decision import ObservationNoMatch, ObservedSpecies
 from app.services.identify import Identifier
-from app.services.observation import ObservationAnswer, ObservationNoMatch, ObservedSpecies
+from app.services.observation import ObservationAnswer
 from app.settings import RankingSettings
 from tests.services.conftest_observation import (
     BIRDS_MODEL,

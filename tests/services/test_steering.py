@@ -20,7 +20,8 @@ from app.models.manifest import ModelSpec
 from app.ranking import rank
 from app.services.geo import GeoOutcome
 from app.services.species_lists import SpeciesLists, parse_species_list
-from app.services.steering import Steering, below_filter, narrow, plan_for, recorded_ancestor, steer
+from app.services.steered import below_filter, narrow, recorded_ancestor, steer
+from app.services.steering import Steering, plan_for
 from app.services.taxon_filter import resolve_taxon
 from app.settings import RankingSettings
 from tests.support.server import REPO
