@@ -117,11 +117,10 @@ class GeoWeighting:
         if mode == "filter":
             # Only what GBIF has records of here; an unlinked label cannot show any, so it goes.
             recorded = (records > 0) & species
-            factors = recorded.astype(np.float64)
-            product = probabilities[species] * factors[species]
-            total = float(product.sum())
-            held = float(probabilities[species].sum())
-            weighted[species] = product * (held / total) if total > 0 else 0.0
+            kept = recorded[species].astype(np.float64)
+            # The prior's rule with 1/0 weights; where nothing recorded holds any probability,
+            # blend hands p back unweighted, and the filter must still keep none of it.
+            weighted[species] = blend(probabilities[species], kept) * kept
         else:
             weighted[species] = blend(probabilities[species], weights[species])
         outcome = GeoOutcome(
