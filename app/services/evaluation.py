@@ -19,8 +19,7 @@ import numpy.typing as npt
 from app.index.artifacts import SpeciesIndex
 from app.models.registry import LoadedModel
 from app.models.scope import calibrate
-from app.pipeline import infer_files
-from app.services.identify import FileIdentifications, Identification, Identifier
+from app.services.identify import Identification, Identifier
 from app.services.lookup import Lookup
 from app.services.predictions import predictions_of_index, predictions_of_model
 from app.training.evaluate import EvaluationReport, evaluate, write_report
@@ -46,18 +45,13 @@ def evaluate_model(
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluated:
-    inferred = infer_files(
-        model, paths, max_pixels=identifier.max_pixels, workers=workers, on_progress=on_progress
-    )
-    results = [
-        identifier.interpret(model, row, top_k) if ok else None
-        for row, ok in zip(inferred.outputs, inferred.ok, strict=True)
-    ]
-    predictions = predictions_of_model(model, FileIdentifications(paths, results, inferred.failures))
+    found = identifier.identify_files(model, paths, top_k=top_k, workers=workers, on_progress=on_progress)
+    predictions = predictions_of_model(model, found)
     calibration = model.scope.calibration if model.scope is not None else None
     if calibration is not None:
+        assert found.probabilities is not None  # identify_files keeps them
         predictions.calibrated_top1 = calibrated_top1(
-            inferred.outputs, results, calibration.temperature, calibration.probability_floor
+            found.probabilities, found.results, calibration.temperature, calibration.probability_floor
         )
         predictions.calibration = f"temperature {calibration.temperature:.3f} ({calibration.fitted_on})"
     return _score(predictions, truths, out, dataset)

@@ -85,6 +85,9 @@ class FileIdentifications:
     paths: list[Path]
     results: list[Identification | None]  # None: the photo could not be read
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    # [N, C] the model's outputs, a row per path (an unreadable photo's row means nothing):
+    # what evaluate scores again after the model's calibration.
+    probabilities: npt.NDArray[np.float32] | None = None
 
 
 def observe(
@@ -221,4 +224,4 @@ class Identifier:
             self.interpret(model, row, top_k, plan) if ok else None
             for row, ok in zip(inferred.outputs, inferred.ok, strict=True)
         ]
-        return FileIdentifications(paths, results, inferred.failures)
+        return FileIdentifications(paths, results, inferred.failures, inferred.outputs)
