@@ -33,8 +33,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    HOST=0.0.0.0 \
-    PORT=8000 \
+    SERVER_HOST=0.0.0.0 \
     MODELS_MANIFEST=/srv/volumes/models/models.toml \
     GBIF_CACHE_PATH=/srv/cache/gbif.sqlite
 # ./volumes is mounted read-only; the GBIF answer cache needs a writable place of its own.
@@ -48,5 +47,5 @@ USER 10001:10001
 VOLUME ["/srv/cache"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health/ready\", timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('SERVER_PORT', os.environ.get('PORT', '8000'))}/health/ready\", timeout=4)"]
 CMD ["python", "-m", "app", "serve"]

@@ -6,7 +6,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: install models calibration serve test test-container lint format lock clean
+.PHONY: install models calibration serve test test-container lint docs config-docs format lock clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ calibration: install models
 # photos it serves anyway and says how to build one (log and /health/ready).
 PHOTOS ?= $(SHARED)/datasets/leedsbutterfly
 serve: install models
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m app serve --default-index auto --photos "$(PHOTOS)"
+	SERVER_HOST=$(HOST) SERVER_PORT=$(PORT) $(BIN)/python -m app serve --default-index auto --photos "$(PHOTOS)"
 
 test: install
 	$(BIN)/python -m pytest
@@ -49,10 +49,22 @@ lint: install
 	$(BIN)/ruff format --check app tests benchmarks notebooks
 	$(BIN)/mypy app
 	$(BIN)/lint-imports  # the layer contract in pyproject.toml: imports run downwards
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir volumes/tmp/site  # docs/: a broken link or anchor fails
+
+# The documentation (docs/, mkdocs.yml), served on DOCS_PORT beside `make serve` on PORT. The lint
+# build above goes to a git-ignored folder; never give it --quiet, which hides the warnings --strict counts.
+DOCS_PORT ?= 8001
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 format: install
 	$(BIN)/ruff format app tests benchmarks notebooks
 	$(BIN)/ruff check --fix app tests benchmarks notebooks
+
+# docs/configuration.md is generated from app/settings.py (tests/test_settings_reference.py fails
+# when it is out of date).
+config-docs: install
+	$(BIN)/python -m app.settings_reference > docs/configuration.md
 
 # The Docker image installs exactly these versions: lite (LiteRT only, the default image) and
 # tf (adds TensorFlow + TF-Hub for SavedModel models such as the iNat embedder).

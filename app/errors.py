@@ -26,7 +26,7 @@ they care about::
     └── Unavailable                   503 unavailable
         ├── ModelUnavailable          503 model_unavailable  (missing on disk, failed to load)
         ├── IndexUnavailable          503 index_unavailable  (no index, or built with another embedder)
-        ├── DeadlineExceeded          503 deadline_exceeded  (REQUEST_TIMEOUT; + Retry-After)
+        ├── DeadlineExceeded          503 deadline_exceeded  (SERVER_REQUEST_TIMEOUT; + Retry-After)
         └── Overloaded                503 overloaded         (+ Retry-After)
 
 Pillow, httpx and the model runtimes have their errors translated where they are called

@@ -17,9 +17,9 @@ import numpy.typing as npt
 from PIL import Image, ImageFilter
 
 from app.core.types import InputSpec
+from app.identification.decide import top_k_species
 from app.imaging.decode import DecodedImage, decode
 from app.models.registry import LoadedModel
-from app.ranking import rank
 
 DISPLAY_SIDE = 640  # the overlay's longer side at most
 _BATCH = 32  # occluded copies per model call: bounded memory at 299x299 float32
@@ -56,8 +56,7 @@ def occlusion(model: LoadedModel, pixels: npt.NDArray[np.generic], *, grid: int 
     fill = np.asarray((low + high) / 2, dtype=pixels.dtype)  # mid-grey in the model's own units
 
     base = model.predict(pixels[np.newaxis])[0]
-    top = rank(base, top_k=1, background_index=model.spec.background_index, min_score=0.0)
-    cls = top.indices[0]
+    cls = top_k_species(base, 1, model.spec.background_index)[0][0]
     ys, xs = _positions(height, patch, stride), _positions(width, patch, stride)
     places = [(y, x) for y in ys for x in xs]
     lost = np.empty(len(places), dtype=np.float32)

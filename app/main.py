@@ -17,80 +17,33 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from app import __version__
-from app.api.access import RateLimiter
 from app.api.errors import install_error_handlers
 from app.api.main import api_router
 from app.api.middleware import BodySizeLimit, ConfiguredCORS, RequestDeadline
 from app.api.routes import web
-from app.enrich.gbif import open_gbif
-from app.enrich.geo import GeoPrior
-from app.enrich.taxonomies import TaxonomyBook
-from app.imaging.fetch import ImageFetcher, build_client
-from app.index.store import IndexStore
-from app.metrics import Metrics, MetricsMiddleware
-from app.models.registry import Registry, read_manifests
-from app.models.runner import InferenceRunner
-from app.services.geo import GeoWeighting
-from app.services.identify import Identifier
-from app.services.index_writes import IndexWriter
-from app.services.lookup import Lookup
-from app.services.observation import ObservationService
+from app.metrics import MetricsMiddleware
+from app.models.registry import Registry
 from app.services.reload import watch_manifest
 from app.settings import Settings
+from app.wiring import Services, open_services
 
 log = logging.getLogger("app")
 
 
-async def _open(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
-    """Builds everything the handlers reach through ``app.api.deps``; each closer is pushed as
-    soon as its resource exists."""
-    state, metrics = app.state, app.state.metrics
-    manifest = read_manifests(config.models)
-    registry = Registry.from_settings(manifest, config.models, on_batch=metrics.observe_batch)
-    stack.callback(registry.close)
-    runner = InferenceRunner(workers=config.models.inference_workers, max_queue=config.models.max_queue)
-    stack.push_async_callback(asyncio.to_thread, runner.shutdown)
-    state.gbif = await stack.enter_async_context(open_gbif(config.gbif))
-    client = await stack.enter_async_context(build_client(config.fetch))
-    taxonomies = TaxonomyBook()
-    max_pixels = config.images.max_pixels
-    store = IndexStore(config.index.dir, registry)
-    state.settings, state.registry, state.runner, state.index_store = config, registry, runner, store
-    state.fetcher = ImageFetcher(client, config.fetch)
-    state.explain_slots = asyncio.Semaphore(config.models.explain_concurrency)
-    geo = GeoWeighting(GeoPrior(state.gbif, config.gbif))  # one prior: its per-cell lookups are shared
-    state.identifier = Identifier(
-        runner, taxonomies, config.ranking, max_pixels=max_pixels, observer=metrics, geo=geo
-    )
-    state.lookup = Lookup(
-        store, runner, taxonomies, config.index, config.ranking, max_pixels=max_pixels, observer=metrics
-    )
-    state.index_writer = IndexWriter(state.lookup, runner, max_pixels=max_pixels)
-    state.observation = ObservationService(
-        registry, runner, taxonomies, config.ranking, max_pixels=max_pixels,
-        geo=geo, lookup=state.lookup, observer=metrics,
-    )  # fmt: skip
-    security = config.security
-    state.rate_limiter = (
-        RateLimiter(security.rate_limit_per_minute, security.rate_limit_burst)
-        if security.rate_limit_per_minute
-        else None
-    )
-
-    def load() -> None:
-        registry.load_all()
-        store.refresh()  # after the models: the index names its embedder
-        for model in registry.entries():  # read taxonomy files now, not on a first request
-            taxonomies.get(model.taxonomy_path)
-
-    loading = asyncio.create_task(asyncio.to_thread(load))
+async def _serve(app: FastAPI, config: Settings, stack: AsyncExitStack) -> None:
+    """The services (``app.wiring``) on ``app.state.services``, where ``app.api.deps`` finds
+    them; their loading in a worker thread, and the manifest watcher after it."""
+    services: Services = await stack.enter_async_context(open_services(config))
+    services.metrics.info.labels(__version__).set(1)
+    app.state.services = services
+    loading = asyncio.create_task(asyncio.to_thread(services.load))
     stack.push_async_callback(asyncio.shield, loading)  # a thread cannot be cancelled: let it finish
     if config.models.reload_interval:
-        watching = asyncio.create_task(_after(loading, registry, config))
+        watching = asyncio.create_task(_after(loading, services.registry, config))
         stack.push_async_callback(_cancel, watching)
     log.info(
         "serving; loading %d models from %s (+ %s where present)",
-        len(manifest.models), config.models.manifest, config.models.user_manifest,
+        len(services.registry.manifest.models), config.models.manifest, config.models.user_manifest,
     )  # fmt: skip
 
 
@@ -112,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         level = config.server.log_level.upper()
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
         async with AsyncExitStack() as stack:
-            await _open(app, config, stack)
+            await _serve(app, config, stack)
             yield
 
     app = FastAPI(
@@ -125,8 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
     )
-    app.state.metrics = Metrics(app.state)
-    app.state.metrics.info.labels(__version__).set(1)
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(web.router)

@@ -7,6 +7,7 @@ the label set stays bounded whatever clients send.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -27,9 +28,7 @@ class _StateCollector(Collector):
         self._metrics = metrics
 
     def collect(self):  # type: ignore[no-untyped-def]
-        state = self._metrics.app_state
-        runner = getattr(state, "runner", None)
-        registry = getattr(state, "registry", None)
+        runner, registry = self._metrics.runner, self._metrics.models
         depth = GaugeMetricFamily(
             "inference_jobs_in_flight", "decode/inference jobs admitted and not finished"
         )
@@ -48,8 +47,11 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, app_state: object) -> None:
-        self.app_state = app_state
+    def __init__(self) -> None:
+        # What the scrape reads (``watch``): the inference runner and the model registry. Typed
+        # loosely: this module sits below both.
+        self.runner: Any = None
+        self.models: Any = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -85,18 +87,18 @@ class Metrics:
         self.info = Gauge("build_info", "service version", ["version"], registry=r)
         r.register(_StateCollector(self))
 
+    def watch(self, runner: object, models: object) -> None:
+        self.runner, self.models = runner, models
+
     def observe_batch(self, model: str, size: int, _seconds: float) -> None:
         self.batch_size.labels(model).observe(size)
 
-    def observe_inference(self, model: str, decode_ms: float, infer_ms: float) -> None:
+    def observe_photo(self, decode_ms: float, infer_ms: dict[str, float]) -> None:
+        """One photo decoded once and read by ``infer_ms``'s models: its decode is labelled by
+        the model when one read it, else as shared (/v1/identify)."""
         self.photos_decoded.inc()
-        self.decode_seconds.labels(model).observe(decode_ms / 1000)
-        self.inference_seconds.labels(model).observe(infer_ms / 1000)
-
-    def observe_shared(self, decode_ms: float, infer_ms: dict[str, float]) -> None:
-        """One photo decoded once and read by several models (/v1/identify)."""
-        self.photos_decoded.inc()
-        self.decode_seconds.labels(SHARED_DECODE).observe(decode_ms / 1000)
+        label = next(iter(infer_ms)) if len(infer_ms) == 1 else SHARED_DECODE
+        self.decode_seconds.labels(label).observe(decode_ms / 1000)
         for model, ms in infer_ms.items():
             self.inference_seconds.labels(model).observe(ms / 1000)
 
@@ -107,7 +109,11 @@ class Metrics:
 
 class MetricsMiddleware(HttpMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics: Metrics = scope["app"].state.metrics
+        services = getattr(scope["app"].state, "services", None)
+        if services is None:  # the lifespan has not opened them (or failed to)
+            await self.app(scope, receive, send)
+            return
+        metrics: Metrics = services.metrics
         started = time.perf_counter()
         response = ResponseWatch(send)
         try:

@@ -153,7 +153,12 @@ def test_the_image_command_serves_outside_a_container(
     else:
         manifest = write_manifest(tmp_path / "models.toml", [plants_entry(plants_savedmodel, plant_labels)])
     port = free_port()
-    env = {**image_env(), "PORT": str(port), "HOST": "127.0.0.1", "MODELS_MANIFEST": str(manifest)}
+    env = {
+        **image_env(),
+        "SERVER_PORT": str(port),
+        "SERVER_HOST": "127.0.0.1",
+        "MODELS_MANIFEST": str(manifest),
+    }
     env.pop("PATH", None)
     service = ServiceProcess(env, artifacts / "image-cmd.log", command=command, port=port).start()
     try:

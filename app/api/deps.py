@@ -15,84 +15,76 @@ from fastapi import Depends, Header, Request
 
 from app.api.access import require_admin
 from app.enrich.gbif import GbifClient
+from app.identification.lookup import Lookup
+from app.identification.service import Identifier
 from app.imaging.fetch import ImageFetcher
 from app.index.store import IndexStore
 from app.metrics import Metrics
 from app.models.registry import Registry
 from app.models.runner import InferenceRunner
-from app.services.identify import Identifier
 from app.services.index_writes import IndexWriter
-from app.services.lookup import Lookup
-from app.services.observation import ObservationService
 from app.settings import Settings
+from app.wiring import Services
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-async def _registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
-    return registry
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _runner(request: Request) -> InferenceRunner:
-    runner: InferenceRunner = request.app.state.runner
-    return runner
+async def _settings(services: ServicesDep) -> Settings:
+    return services.settings
 
 
-async def _fetcher(request: Request) -> ImageFetcher:
-    fetcher: ImageFetcher = request.app.state.fetcher
-    return fetcher
+async def _registry(services: ServicesDep) -> Registry:
+    return services.registry
 
 
-async def _index_store(request: Request) -> IndexStore:
-    store: IndexStore = request.app.state.index_store
-    return store
+async def _runner(services: ServicesDep) -> InferenceRunner:
+    return services.runner
 
 
-async def _gbif(request: Request) -> GbifClient:
-    gbif: GbifClient = request.app.state.gbif
-    return gbif
+async def _fetcher(services: ServicesDep) -> ImageFetcher:
+    return services.fetcher
 
 
-async def _metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
+async def _index_store(services: ServicesDep) -> IndexStore:
+    return services.index_store
 
 
-async def _identifier(request: Request) -> Identifier:
-    identifier: Identifier = request.app.state.identifier
-    return identifier
+async def _gbif(services: ServicesDep) -> GbifClient:
+    return services.gbif
 
 
-async def _lookup(request: Request) -> Lookup:
-    lookup: Lookup = request.app.state.lookup
-    return lookup
+async def _metrics(services: ServicesDep) -> Metrics:
+    return services.metrics
 
 
-async def _index_writer(request: Request) -> IndexWriter:
-    writer: IndexWriter = request.app.state.index_writer
-    return writer
+async def _identifier(services: ServicesDep) -> Identifier:
+    return services.identifier
 
 
-async def _observation(request: Request) -> ObservationService:
-    service: ObservationService = request.app.state.observation
-    return service
+async def _lookup(services: ServicesDep) -> Lookup:
+    return services.lookup
 
 
-async def _explain_slots(request: Request) -> asyncio.Semaphore:
-    slots: asyncio.Semaphore = request.app.state.explain_slots
-    return slots
+async def _index_writer(services: ServicesDep) -> IndexWriter:
+    return services.index_writer
+
+
+async def _explain_slots(services: ServicesDep) -> asyncio.Semaphore:
+    return services.explain_slots
 
 
 async def _admin(
     request: Request,
+    services: ServicesDep,
     authorization: Annotated[str | None, Header(description="Bearer <ADMIN_TOKEN>")] = None,
 ) -> None:
-    settings: Settings = request.app.state.settings
-    require_admin(settings.security, authorization, f"{request.method} {request.url.path}")
+    require_admin(services.settings.security, authorization, f"{request.method} {request.url.path}")
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -105,6 +97,5 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 IdentifierDep = Annotated[Identifier, Depends(_identifier)]
 LookupDep = Annotated[Lookup, Depends(_lookup)]
 IndexWriterDep = Annotated[IndexWriter, Depends(_index_writer)]
-ObservationDep = Annotated[ObservationService, Depends(_observation)]
 ExplainSlotsDep = Annotated[asyncio.Semaphore, Depends(_explain_slots)]
 AdminDep = Depends(_admin)  # in a route's ``dependencies``: admin token or 401/403

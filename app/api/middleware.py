@@ -23,7 +23,7 @@ class BodySizeLimit(HttpMiddleware):
     the settings the lifespan put on the app."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        settings: Settings = scope["app"].state.settings
+        settings: Settings = scope["app"].state.services.settings
         limit = settings.images.max_upload_bytes + _FORM_OVERHEAD
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -49,12 +49,12 @@ class BodySizeLimit(HttpMiddleware):
 
 
 class RequestDeadline(HttpMiddleware):
-    """Answers 503 ``deadline_exceeded`` for a request still running after REQUEST_TIMEOUT, so a
+    """Answers 503 ``deadline_exceeded`` for a request still running after SERVER_REQUEST_TIMEOUT, so a
     slow photo or a stuck upstream never holds a client (or a connection) indefinitely. Work
     already in a worker thread finishes there and is dropped; the runner counts it until then."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        timeout = scope["app"].state.settings.server.request_timeout
+        timeout = scope["app"].state.services.settings.server.request_timeout
         response = ResponseWatch(send)
         try:
             async with asyncio.timeout(timeout):
@@ -69,7 +69,7 @@ class RequestDeadline(HttpMiddleware):
 
 
 class ConfiguredCORS(HttpMiddleware):
-    """CORS from the settings the lifespan loaded; with no CORS_ORIGINS no CORS header is ever
+    """CORS from the settings the lifespan loaded; with no SECURITY_CORS_ORIGINS no CORS header is ever
     sent, so browsers keep other sites out."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -77,13 +77,13 @@ class ConfiguredCORS(HttpMiddleware):
         self._cors: ASGIApp | None = None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not scope["app"].state.settings.security.cors_origins:
+        if not scope["app"].state.services.settings.security.cors_origins:
             await self.app(scope, receive, send)
             return
         if self._cors is None:
             self._cors = CORSMiddleware(
                 self.app,
-                allow_origins=scope["app"].state.settings.security.cors_origins,
+                allow_origins=scope["app"].state.services.settings.security.cors_origins,
                 allow_methods=["GET", "POST"],
                 allow_headers=["X-API-Key", "Authorization", "Content-Type"],
                 expose_headers=[

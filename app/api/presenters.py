@@ -31,16 +31,14 @@ from app.api.steering_schemas import (
     Thresholds,
 )
 from app.enrich.taxonomy import Rollup, Taxon
+from app.identification.answer import Answer, FilterReport
+from app.identification.lookup import LookupAnswer
+from app.identification.steer import GeoOutcome
+from app.identification.timings import Timings as StageTimings
 from app.imaging.decode import DecodedImage
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
 from app.services.catalog import ModelStatus
-from app.services.geo import GeoOutcome
-from app.services.identify import Identification
-from app.services.identify import Timings as StageTimings
-from app.services.lookup import LookupAnswer
-from app.services.observation import ObservationAnswer
-from app.services.steered import FilterReport
 
 
 def taxon_info(taxon: Taxon | None) -> TaxonInfo | None:
@@ -73,33 +71,37 @@ def timings(t: StageTimings | None) -> Timings:
     )
 
 
-def classification(found: Identification) -> ClassificationResponse:
+def classification(found: Answer) -> ClassificationResponse:
+    """A classifier endpoint's JSON, as it always was: one photo, the named model's own
+    probabilities; its background class winning is ``background``."""
+    model = found.chosen.model
+    photo, image = found.photos[0]
     return ClassificationResponse(
-        model=found.model.spec.name,
-        model_version=found.model.spec.version,
+        model=model.spec.name,
+        model_version=model.spec.version,
         results=[
             ClassifiedSpecies(
-                rank=hit.rank,
-                index=hit.index,
-                scientific_name=hit.label.scientific_name,
-                common_name=hit.label.common_name,
-                score=hit.score,
-                taxonomy=taxon_info(hit.taxon),
-                vision_score=hit.vision_score,
-                geo_score=hit.geo_score,
-                combined_score=hit.score,
-                geo_records=hit.geo_records,
+                rank=s.rank,
+                index=s.index,
+                scientific_name=s.label.scientific_name,
+                common_name=s.label.common_name,
+                score=s.score,
+                taxonomy=taxon_info(s.taxon),
+                vision_score=s.vision_score,
+                geo_score=s.geo_score,
+                combined_score=s.score,
+                geo_records=s.geo_records,
             )
-            for hit in found.species
+            for s in found.species
         ],
         no_match=found.no_match,
-        no_match_reason=found.no_match_reason,
-        background_score=found.background_score,
+        no_match_reason="background" if found.no_match_reason == "not_an_organism" else found.no_match_reason,
+        background_score=found.chosen.background,
         rollup=rollup_info(found.rollup),
-        image=image_info(found.photo, found.image),
+        image=image_info(photo, image),
         timings_ms=timings(found.timings),
         filters=filters_info(found.filters),
-        geo=geo_info(found.geo) if found.geo is not None else None,
+        geo=geo_info(found.geo),
         thresholds=thresholds(found.min_score, found.rollup_threshold),
     )
 
@@ -170,8 +172,8 @@ def lookup(found: LookupAnswer) -> LookupResponse:
     )
 
 
-def observation(found: ObservationAnswer) -> IdentifyResponse:
-    accepted = found.chosen if found.chosen is not None and found.chosen.accepted else None
+def observation(found: Answer) -> IdentifyResponse:
+    accepted = found.model
     return IdentifyResponse(
         results=[
             ObservedSpeciesResult(
@@ -181,10 +183,10 @@ def observation(found: ObservationAnswer) -> IdentifyResponse:
                 index=s.index,
                 scientific_name=s.label.scientific_name,
                 common_name=s.label.common_name,
-                score=min(s.score, 1.0),
-                vision_score=min(s.vision_score, 1.0),
+                score=s.score,
+                vision_score=s.vision_score,
                 geo_score=s.geo_score,
-                combined_score=min(s.score, 1.0),
+                combined_score=s.score,
                 geo_weight=s.geo_weight,
                 geo_records=s.geo_records,
                 per_photo=[round(p, 6) for p in s.per_photo],

@@ -1,4 +1,4 @@
-"""The request parameters that steer an answer (``app.services.steering``), shared by
+"""The request parameters that steer an answer (``app.identification.request.Steering``), shared by
 /v1/identify and the classifier endpoints: validated here, read into a ``Steering`` (an uploaded
 or installed species list read once), and the place of the classifier endpoints."""
 
@@ -12,9 +12,8 @@ from fastapi import Depends, File, Query, UploadFile
 
 from app.api.deps import SettingsDep
 from app.errors import BadRequest
-from app.services.geo import GeoMode, Place
-from app.services.species_lists import SpeciesList, SpeciesLists
-from app.services.steering import Steering
+from app.identification.request import GeoMode, Place, Steering
+from app.identification.species_lists import SpeciesList, SpeciesLists
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="WGS84 latitude of the observation")]
 Lon = Annotated[float | None, Query(ge=-180, le=180, description="WGS84 longitude")]
@@ -67,7 +66,7 @@ async def _steering(
     return Steering(
         taxon=taxon.strip() if taxon is not None else None,
         species_list=await _species_list(
-            SpeciesLists.from_settings(settings.ranking), species_list, species_list_upload
+            SpeciesLists.from_settings(settings.lists), species_list, species_list_upload
         ),
         geo=geo,
         min_score=min_score,

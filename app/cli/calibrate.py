@@ -44,7 +44,7 @@ def calibrate(
         try:
             fitted = service.fit(
                 classifier, images, dataset=fitted_on or str(dataset), max_pixels=config.images.max_pixels,
-                workers=workers or config.models.inference_workers, acceptance=acceptance,
+                workers=workers or config.admission.inference_workers, acceptance=acceptance,
                 on_progress=shown.update,
             )  # fmt: skip
         except ValueError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +10,10 @@ import typer
 
 from app.cli.app import cli
 from app.cli.common import (
+    Date,
+    Geo,
+    Lat,
+    Lon,
     MinScore,
     Progress,
     RollupThreshold,
@@ -20,26 +23,17 @@ from app.cli.common import (
     bar,
     echo_answer,
     fail,
-    open_model,
+    open_services,
+    place,
     settings,
     steering,
 )
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
+    from app.identification.plan import Plan
+    from app.identification.service import Identifier
     from app.models.registry import LoadedModel
-    from app.services.identify import Identification, Identifier
-    from app.services.steering import Plan
-    from app.settings import Settings
-
-
-def identifier_for(config: Settings, workers: int) -> Identifier:
-    from app.enrich.taxonomies import TaxonomyBook
-    from app.models.runner import InferenceRunner
-    from app.services.identify import Identifier
-
-    runner = InferenceRunner(workers=workers, max_queue=0)
-    return Identifier(runner, TaxonomyBook(), config.ranking, max_pixels=config.images.max_pixels)
 
 
 @cli.command()
@@ -53,6 +47,10 @@ def classify(
     json_output: Annotated[
         bool, typer.Option("--json", help="one photo: the JSON /v1/classify/MODEL would answer")
     ] = False,
+    lat: Lat = None,
+    lon: Lon = None,
+    date: Date = None,
+    geo: Geo = "prior",
     taxon: Taxon = None,
     species_list: SpeciesListOption = None,
     min_score: MinScore = None,
@@ -65,37 +63,30 @@ def classify(
     A folder gives a CSV (path,rank,scientific_name,score,error); photos that cannot be read are
     listed with their error, not fatal.
     """
+    from app.identification.request import Request
+    from app.imaging.photo import Photo
+
     config = settings()
-    steered = steering(config, taxon, species_list, min_score=min_score, rollup_threshold=rollup_threshold)
-    with open_model(config, model, "classifier") as classifier:
-        identifier = identifier_for(config, workers or config.models.inference_workers)
+    where = place(lat, lon, date, geo)
+    steered = steering(config, taxon, species_list, geo, min_score, rollup_threshold)
+    with open_services(config, only=model, workers=workers) as (services, loop):
+        identifier = services.identifier
         try:
-            try:
-                plan = identifier.plan(classifier, steered)
-            except ServiceError as exc:
-                raise fail(exc.message) from exc
+            plan = identifier.plan(model=model, steering=steered)
             if photos.is_dir():
-                _folder(identifier, classifier, photos, top_k, out, progress, plan)
+                _folder(identifier, plan.models[0], photos, top_k, out, progress, plan)
                 return
-            found = _photo(identifier, classifier, photos, top_k, plan)
-        finally:
-            identifier.runner.shutdown()
+            photo = Photo(data=photos.read_bytes(), source="file", name=str(photos))
+            request = Request([photo], where, steered, top_k, model=model, scores="model", with_index=False)
+            found = loop.run(identifier.identify(request, plan))
+        except ServiceError as exc:
+            raise fail(exc.message) from exc
     if json_output:
         from app.api.presenters import classification
 
         typer.echo(classification(found).model_dump_json(by_alias=True))
         return
     echo_answer([(h.score, h.label, "") for h in found.species], found.no_match_reason, found.rollup)
-
-
-def _photo(identifier: Identifier, model: LoadedModel, path: Path, top_k: int, plan: Plan) -> Identification:
-    from app.imaging.photo import Photo
-
-    photo = Photo(data=path.read_bytes(), source="file", name=str(path))
-    try:
-        return asyncio.run(identifier.identify(model, photo, top_k, plan))
-    except ServiceError as exc:
-        raise fail(exc.message) from exc
 
 
 def _folder(

@@ -3,6 +3,7 @@ optional extras."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,11 +17,11 @@ from app.errors import ServiceError
 if TYPE_CHECKING:
     from app.core import Label
     from app.enrich.taxonomy import Rollup
+    from app.identification.request import GeoMode, Place, Steering
     from app.index.species_folders import LabelledImage
     from app.models.registry import LoadedModel
-    from app.services.geo import GeoMode
-    from app.services.steering import Steering
     from app.settings import Settings
+    from app.wiring import Services
 
 Dataset = Annotated[
     Path, typer.Argument(exists=True, help="one folder per species, or a CSV of path,label[,common_name]")
@@ -34,6 +35,10 @@ SpeciesListOption = Annotated[
     str | None,
     typer.Option("--species-list", help="only these species: a list installed in LISTS_DIR, or a file"),
 ]
+Lat = Annotated[float | None, typer.Option(min=-90, max=90, help="WGS84 latitude")]
+Lon = Annotated[float | None, typer.Option(min=-180, max=180, help="WGS84 longitude")]
+Date = Annotated[str | None, typer.Option(help="ISO date, e.g. 2026-06-21")]
+Geo = Annotated[str, typer.Option(help="what --lat/--lon do: prior, filter or off")]
 MinScore = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: MIN_SCORE")]
 RollupThreshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: ROLLUP_THRESHOLD")]
 
@@ -50,16 +55,40 @@ def settings() -> Settings:
 
 
 @contextmanager
-def open_model(config: Settings, name: str, task: str) -> Iterator[LoadedModel]:
+def open_services(
+    config: Settings, *, only: str | None = None, workers: int | None = None
+) -> Iterator[tuple[Services, asyncio.Runner]]:
+    """The server's services (``app.wiring``), loaded in the foreground, with the event loop to
+    run their coroutines on; ``only``: just that model (and a head's embedder); ``workers``: in
+    place of ADMISSION_INFERENCE_WORKERS. Everything is closed on exit."""
+    from app.wiring import open_services as opening
+
+    if workers is not None:
+        admission = config.admission.model_copy(update={"inference_workers": workers})
+        config = config.model_copy(update={"admission": admission})
+    with asyncio.Runner() as loop:
+        context = opening(config, only=only)
+        services = loop.run(context.__aenter__())
+        try:
+            services.load()
+            yield services, loop
+        except BaseException as exc:
+            if not loop.run(context.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            loop.run(context.__aexit__(None, None, None))
+
+
+@contextmanager
+def open_model(config: Settings, name: str, task: str, workers: int | None = None) -> Iterator[LoadedModel]:
     """Load just ``name`` (and a head's embedder), hand it out, close everything on exit; exit 2
     with the reason when it is not usable."""
-    from app.models.registry import ready_model
-
-    try:
-        with ready_model(config.models, name, task) as model:
-            yield model
-    except ServiceError as exc:
-        raise fail(exc.message) from exc
+    with open_services(config, only=name, workers=workers) as (services, _):
+        try:
+            model = services.registry.get_ready(name, task=task)
+        except ServiceError as exc:
+            raise fail(exc.message) from exc
+        yield model
 
 
 def steering(
@@ -72,12 +101,12 @@ def steering(
 ) -> Steering:
     """What the endpoints' steering parameters say, from the options: a ``--species-list`` that
     is a file is read as an upload is, else it names an installed list. Exit 2 with the reason."""
-    from app.services.species_lists import SpeciesLists
-    from app.services.steering import Steering
+    from app.identification.request import Steering
+    from app.identification.species_lists import SpeciesLists
 
     if geo not in ("off", "prior", "filter"):
         raise fail(f"--geo {geo!r}: choose off, prior or filter")
-    lists = SpeciesLists.from_settings(config.ranking)
+    lists = SpeciesLists.from_settings(config.lists)
     try:
         listed = None
         if species_list is not None:
@@ -88,6 +117,23 @@ def steering(
         return Steering(taxon, listed, cast("GeoMode", geo), min_score, rollup_threshold)
     except ServiceError as exc:
         raise fail(exc.message) from exc
+
+
+def place(lat: float | None, lon: float | None, date: str | None, geo: str) -> Place | None:
+    """The place the options give, checked as the API checks it; exit 2 with the reason."""
+    import datetime as dt
+
+    from app.identification.request import Place
+
+    if (lat is None) != (lon is None):
+        raise fail("give --lat and --lon together")
+    if geo == "filter" and lat is None:
+        raise fail("--geo filter keeps the species recorded near a place: give --lat and --lon")
+    try:
+        when = dt.date.fromisoformat(date) if date else None
+    except ValueError as exc:
+        raise fail(f"--date {date!r} is not an ISO date (YYYY-MM-DD)") from exc
+    return Place(lat, lon, when) if lat is not None and lon is not None else None
 
 
 def bar(total: int, what: str, progress: bool) -> Any:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.app import cli
-from app.cli.classify import identifier_for
 from app.cli.common import (
     Dataset,
     Progress,
@@ -17,10 +16,11 @@ from app.cli.common import (
     bar,
     fail,
     labelled,
-    open_model,
+    open_services,
     require_extra,
     settings,
 )
+from app.errors import ServiceError
 
 if TYPE_CHECKING:
     from app.services.evaluation import Evaluated
@@ -61,7 +61,7 @@ def evaluate(
     images = labelled(dataset)
     job = _Job(
         [i.path for i in images], [i.scientific_name for i in images], out, str(dataset), top_k,
-        workers or config.models.inference_workers, progress,
+        workers or config.admission.inference_workers, progress,
     )  # fmt: skip
     try:
         if model is not None:
@@ -102,40 +102,34 @@ def _calibration_line(report: EvaluationReport) -> str:
 def _with_model(config: Settings, name: str, job: _Job) -> Evaluated:
     from app.services.evaluation import evaluate_model
 
-    with open_model(config, name, "classifier") as model:
-        identifier = identifier_for(config, job.workers)
+    with open_services(config, only=name, workers=job.workers) as (services, _):
         try:
-            with bar(len(job.paths), f"evaluating {name}", job.progress) as shown:
-                return evaluate_model(
-                    identifier, model, job.paths, job.truths, job.out, dataset=job.dataset,
-                    top_k=job.top_k, workers=job.workers, on_progress=shown.update,
-                )  # fmt: skip
-        finally:
-            identifier.runner.shutdown()
+            model = services.registry.get_ready(name, task="classifier")
+        except ServiceError as exc:
+            raise fail(exc.message) from exc
+        with bar(len(job.paths), f"evaluating {name}", job.progress) as shown:
+            return evaluate_model(
+                services.identifier, model, job.paths, job.truths, job.out, dataset=job.dataset,
+                top_k=job.top_k, workers=job.workers, on_progress=shown.update,
+            )  # fmt: skip
 
 
 def _with_index(config: Settings, folder: Path, job: _Job) -> Evaluated:
-    from app.enrich.taxonomies import TaxonomyBook
     from app.index.artifacts import IndexDir, IndexLoadError
-    from app.models.runner import InferenceRunner
     from app.services.evaluation import evaluate_index
-    from app.services.lookup import Lookup
 
     try:
         species_index = IndexDir(folder).load()
     except IndexLoadError as exc:
         raise fail(str(exc)) from exc
-    with open_model(config, species_index.manifest.embedder.name, "embedder") as embedder:
-        runner = InferenceRunner(workers=job.workers, max_queue=0)
-        lookup = Lookup(
-            None, runner, TaxonomyBook(), config.index, config.ranking,
-            max_pixels=config.images.max_pixels, root=folder,
-        )  # fmt: skip
+    name = species_index.manifest.embedder.name
+    with open_services(config, only=name, workers=job.workers) as (services, _):
         try:
-            with bar(len(job.paths), f"evaluating {folder}", job.progress) as shown:
-                return evaluate_index(
-                    lookup, species_index, embedder, job.paths, job.truths, job.out, dataset=job.dataset,
-                    top_k=job.top_k, workers=job.workers, on_progress=shown.update,
-                )  # fmt: skip
-        finally:
-            runner.shutdown()
+            embedder = services.registry.get_ready(name, task="embedder")
+        except ServiceError as exc:
+            raise fail(exc.message) from exc
+        with bar(len(job.paths), f"evaluating {folder}", job.progress) as shown:
+            return evaluate_index(
+                services.lookup, species_index, embedder, job.paths, job.truths, job.out, folder,
+                dataset=job.dataset, top_k=job.top_k, workers=job.workers, on_progress=shown.update,
+            )  # fmt: skip

@@ -1,11 +1,9 @@
 """identify: one observation (1-5 photos, where and when) or a folder of them, through the
-server's observation service (every model at once, calibrated, with the geo prior)."""
+server's identification service (every model at once, calibrated, with the geo prior)."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import datetime as dt
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,10 @@ import typer
 
 from app.cli.app import cli
 from app.cli.common import (
+    Date,
+    Geo,
+    Lat,
+    Lon,
     MinScore,
     Progress,
     RollupThreshold,
@@ -24,15 +26,17 @@ from app.cli.common import (
     bar,
     echo_answer,
     fail,
+    open_services,
+    place,
     settings,
     steering,
 )
 from app.errors import ServiceError
 
 if TYPE_CHECKING:
-    from app.services.observation import ObservationAnswer, ObservationService
-    from app.services.steering import Steering
-    from app.settings import Settings
+    from app.identification.answer import Answer
+    from app.identification.request import Place, Steering
+    from app.identification.service import Identifier
 
 CSV_FIELDS = [
     "observation", "rank", "model", "scientific_name", "common_name", "score", "no_match_reason", "error",
@@ -43,9 +47,7 @@ CSV_FIELDS = [
 class _Where:
     """What every observation of the command shares."""
 
-    lat: float | None
-    lon: float | None
-    date: dt.date | None
+    place: Place | None
     groups: frozenset[str] | None
     top_k: int
     steering: Steering
@@ -56,14 +58,14 @@ def identify(
     photos: Annotated[
         list[Path], typer.Argument(exists=True, help="1-5 photos of one organism, or one folder")
     ],
-    lat: Annotated[float | None, typer.Option(min=-90, max=90, help="WGS84 latitude")] = None,
-    lon: Annotated[float | None, typer.Option(min=-180, max=180, help="WGS84 longitude")] = None,
-    date: Annotated[str | None, typer.Option(help="ISO date, e.g. 2026-06-21")] = None,
+    lat: Lat = None,
+    lon: Lon = None,
+    date: Date = None,
     groups: Annotated[list[str] | None, typer.Option(help="only these groups' models")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     taxon: Taxon = None,
     species_list: SpeciesListOption = None,
-    geo: Annotated[str, typer.Option(help="what --lat/--lon do: prior, filter or off")] = "prior",
+    geo: Geo = "prior",
     min_score: MinScore = None,
     rollup_threshold: RollupThreshold = None,
     out: Annotated[Path | None, typer.Option(help="a folder's CSV (default: stdout)")] = None,
@@ -71,26 +73,23 @@ def identify(
     workers: Workers = None,
     progress: Progress = True,
 ) -> None:
-    """Identify an observation exactly as POST /v1/identify does. A FOLDER holds one observation
-    per sub-folder (its photos), or is a CSV `observation,path`; the answers go to a CSV."""
-    if (lat is None) != (lon is None):
-        raise fail("give --lat and --lon together")
-    if geo == "filter" and lat is None:
-        raise fail("--geo filter keeps the species recorded near a place: give --lat and --lon")
+    """Identify an observation exactly as POST /v1/identify does (the species index's answer
+    included, when one is served). A FOLDER holds one observation per sub-folder (its photos), or
+    is a CSV `observation,path`; the answers go to a CSV."""
+    where_ = place(lat, lon, date, geo)
     config = settings()
     steered = steering(config, taxon, species_list, geo, min_score, rollup_threshold)
-    where = _Where(lat, lon, _date(date), frozenset(groups) if groups else None, top_k, steered)
+    where = _Where(where_, frozenset(groups) if groups else None, top_k, steered)
     single = photos[0] if len(photos) == 1 else None
     folder = single if single is not None and (single.is_dir() or single.suffix == ".csv") else None
     observations = _observations(folder) if folder is not None else {"photos": photos}
-    asyncio.run(_run(config, observations, where, folder, out, json_output, workers, progress))
-
-
-def _date(text: str | None) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(text) if text else None
-    except ValueError as exc:
-        raise fail(f"--date {text!r} is not an ISO date (YYYY-MM-DD)") from exc
+    with open_services(config, workers=workers) as (services, loop):
+        identifier = services.identifier
+        if folder is None:
+            _print(loop.run(_one(identifier, observations["photos"], where)), json_output)
+            return
+        with out.open("w", newline="", encoding="utf-8") if out else _stdout() as fh:
+            loop.run(_many(identifier, observations, where, fh, progress))
 
 
 def _observations(folder: Path) -> dict[str, list[Path]]:
@@ -114,57 +113,27 @@ def _observations(folder: Path) -> dict[str, list[Path]]:
     return grouped
 
 
-async def _run(
-    config: Settings, observations: dict[str, list[Path]], where: _Where, folder: Path | None,
-    out: Path | None, json_output: bool, workers: int | None, progress: bool,
-) -> None:  # fmt: skip
-    from app.enrich.gbif import open_gbif
-    from app.enrich.geo import GeoPrior
-    from app.enrich.taxonomies import TaxonomyBook
-    from app.models.registry import open_registry
-    from app.models.runner import InferenceRunner
-    from app.services.geo import GeoWeighting
-    from app.services.observation import ObservationService
-
-    registry = await asyncio.to_thread(open_registry, config.models)
-    runner = InferenceRunner(workers=workers or config.models.inference_workers, max_queue=64)
-    try:
-        async with open_gbif(config.gbif) as gbif:
-            service = ObservationService(
-                registry, runner, TaxonomyBook(), config.ranking, max_pixels=config.images.max_pixels,
-                geo=GeoWeighting(GeoPrior(gbif, config.gbif)),
-            )  # fmt: skip
-            if folder is None:
-                _print(await _one(service, observations["photos"], where), json_output)
-                return
-            with out.open("w", newline="", encoding="utf-8") if out else _stdout() as fh:
-                await _many(service, observations, where, fh, progress)
-    finally:
-        runner.shutdown()
-        registry.close()
-
-
 def _stdout() -> TextIO:
     return open(sys.stdout.fileno(), "w", newline="", encoding="utf-8", closefd=False)
 
 
-async def _one(service: ObservationService, paths: list[Path], where: _Where) -> ObservationAnswer:
+async def _one(identifier: Identifier, paths: list[Path], where: _Where) -> Answer:
+    from app.identification.request import MAX_PHOTOS, Request
     from app.imaging.photo import Photo
-    from app.services.observation import MAX_PHOTOS, Observation
 
     if not 1 <= len(paths) <= MAX_PHOTOS:
         raise fail(f"an observation is 1 to {MAX_PHOTOS} photos, not {len(paths)}")
     photos = [Photo(data=p.read_bytes(), source="file", name=str(p)) for p in paths]
     try:
-        return await service.identify(
-            Observation(photos, where.lat, where.lon, where.date, where.groups, where.top_k, where.steering)
+        return await identifier.identify(
+            Request(photos, where.place, where.steering, where.top_k, groups=where.groups)
         )
     except ServiceError as exc:
         raise fail(exc.message) from exc
 
 
 async def _many(
-    service: ObservationService,
+    identifier: Identifier,
     observations: dict[str, list[Path]],
     where: _Where,
     fh: TextIO,
@@ -176,7 +145,7 @@ async def _many(
     with bar(len(observations), "identifying", progress) as shown:
         for name, paths in observations.items():
             try:
-                answer = await _one(service, paths, where)
+                answer = await _one(identifier, paths, where)
             except typer.Exit:
                 failed += 1
                 writer.writerow({"observation": name, "error": "see the message above"})
@@ -196,7 +165,7 @@ async def _many(
     typer.echo(f"{len(observations) - failed} observations identified, {failed} failed", err=True)
 
 
-def _print(answer: ObservationAnswer, json_output: bool) -> None:
+def _print(answer: Answer, json_output: bool) -> None:
     if json_output:
         from app.api.presenters import observation
 

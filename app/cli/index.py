@@ -45,7 +45,7 @@ def build_index(
     if engine == "ray":
         require_extra("ray", "ray", "--engine ray")
     config = settings()
-    n_workers = workers or config.models.inference_workers
+    n_workers = workers or config.admission.inference_workers
     with open_model(config, embedder, "embedder") as model:
         embed: EmbedFn | None = None
         if engine == "ray":
@@ -95,7 +95,7 @@ def add_to_index(
         try:
             extended, embedded = add_folder(
                 images_dir, index_dir, model, max_pixels=config.images.max_pixels,
-                workers=config.models.inference_workers, progress=progress,
+                workers=config.admission.inference_workers, progress=progress,
             )  # fmt: skip
         except (ValueError, FileNotFoundError, IndexLoadError) as exc:
             raise fail(str(exc)) from exc

@@ -57,7 +57,7 @@ def train_head(
         try:
             outcome = service.train(
                 request, model, max_pixels=config.images.max_pixels,
-                workers=workers or config.models.inference_workers, progress=progress,
+                workers=workers or config.admission.inference_workers, progress=progress,
             )  # fmt: skip
         except ValueError as exc:
             raise fail(str(exc)) from exc
@@ -112,7 +112,7 @@ def embedding_map(
     with open_model(config, embedder, "embedder") as model, tempfile.TemporaryDirectory() as work:
         embedded = embed_paths(
             model, [image.path for image in images], work_dir=Path(work),
-            max_pixels=config.images.max_pixels, workers=workers or config.models.inference_workers,
+            max_pixels=config.images.max_pixels, workers=workers or config.admission.inference_workers,
             progress=progress,
         )  # fmt: skip
     labels = [image.scientific_name for image, ok in zip(images, embedded.ok, strict=True) if ok]

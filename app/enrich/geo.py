@@ -1,7 +1,7 @@
 """The "seen nearby" prior: how often GBIF has recorded each candidate species near a photo.
 
 A photo's latitude/longitude (and, when its date is known, the month) picks a grid cell of
-``GBIF_PRIOR_CELL_DEG`` degrees, aligned on multiples of that size. For the cell, ONE GBIF
+``GEO_PRIOR_CELL_DEG`` degrees, aligned on multiples of that size. For the cell, ONE GBIF
 occurrence search with a species facet counts the records per species::
 
     GET {GBIF_API_URL}/occurrence/search?decimalLatitude=S,N&decimalLongitude=W,E[&month=M]
@@ -16,12 +16,12 @@ Weights. A candidate species with ``n`` records in the cell weighs::
 
     w(n) = floor + (1 - floor) * n / (n + half_saturation)
 
-``floor`` (``GBIF_PRIOR_FLOOR``) for a species GBIF never recorded there, halfway to 1 at
-``half_saturation`` records (``GBIF_PRIOR_HALF_SATURATION``), towards 1 for a well-recorded one.
+``floor`` (``GEO_PRIOR_FLOOR``) for a species GBIF never recorded there, halfway to 1 at
+``half_saturation`` records (``GEO_PRIOR_HALF_SATURATION``), towards 1 for a well-recorded one.
 A label not linked to GBIF (no species key) weighs 1.0 here and is reported as unlinked; the
 identify service gives such labels the mean weight of the linked species instead (neither favoured
 over a recorded species nor demoted like an unrecorded one: nothing is known of them).
-Only the cell's ``GBIF_PRIOR_FACET_LIMIT`` most recorded species are
+Only the cell's ``GEO_PRIOR_FACET_LIMIT`` most recorded species are
 listed by GBIF; a species below them counts as unrecorded (it had at most as many records as the
 last one listed).
 
@@ -35,7 +35,7 @@ background class, are left out)::
 unrecorded species is demoted, by ``floor`` relative to a well-recorded one, but never removed:
 a confident vision score still wins over a weak one of a common species.
 
-Failure. ``GeoPrior.counts`` never raises for GBIF: down, slower than ``GBIF_PRIOR_TIMEOUT``
+Failure. ``GeoPrior.counts`` never raises for GBIF: down, slower than ``GEO_PRIOR_TIMEOUT``
 (slot wait and retries included), 429/5xx after the retries, invalid JSON, or an unusable
 location give a ``GeoUnavailable`` whose reason the caller reports with the answer it gives
 without the prior.
@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from app.enrich.gbif import CacheState, GbifClient
 from app.errors import ServiceError
-from app.settings import GbifSettings
+from app.settings import GeoPriorSettings
 
 log = logging.getLogger(__name__)
 
@@ -193,22 +193,22 @@ def blend(probabilities: npt.ArrayLike, weights: npt.ArrayLike) -> npt.NDArray[n
 
 class GeoPrior:
     """Counts per cell from GBIF, for a request's path: at most one upstream call per cell at a
-    time (concurrent photos in one cell share it), bounded by ``GBIF_PRIOR_TIMEOUT``, never
+    time (concurrent photos in one cell share it), bounded by ``GEO_PRIOR_TIMEOUT``, never
     raising for GBIF."""
 
-    def __init__(self, client: GbifClient, settings: GbifSettings) -> None:
+    def __init__(self, client: GbifClient, settings: GeoPriorSettings) -> None:
         self._client = client
         self._settings = settings
         self._pending: dict[Cell, asyncio.Task[NearbyCounts | GeoUnavailable]] = {}
 
     def cell(self, lat: float, lon: float, month: int | None = None) -> Cell:
-        return Cell.containing(lat, lon, self._settings.prior_cell_deg, month)
+        return Cell.containing(lat, lon, self._settings.cell_deg, month)
 
     def query(self, cell: Cell) -> dict[str, str]:
         return {
             **cell.query(),
             "facet": "speciesKey",
-            "facetLimit": str(self._settings.prior_facet_limit),
+            "facetLimit": str(self._settings.facet_limit),
             "limit": "0",
             "occurrenceStatus": "PRESENT",
             "hasGeospatialIssue": "false",
@@ -230,8 +230,8 @@ class GeoPrior:
         weights = prior_weights(
             nearby.counts,
             species_keys,
-            floor=self._settings.prior_floor,
-            half_saturation=self._settings.prior_half_saturation,
+            floor=self._settings.floor,
+            half_saturation=self._settings.half_saturation,
         )
         return PriorWeights(weights, unlinked(species_keys))
 
@@ -241,9 +241,7 @@ class GeoPrior:
 
     async def _lookup(self, cell: Cell) -> NearbyCounts | GeoUnavailable:
         try:
-            answer = await self._client.occurrence_facets(
-                self.query(cell), max_wait_s=self._settings.prior_timeout
-            )
+            answer = await self._client.occurrence_facets(self.query(cell), max_wait_s=self._settings.timeout)
             counts, total = species_counts(answer.payload)
         except ServiceError as exc:
             log.warning("no geo prior for %s: %s", cell, exc.message)

@@ -47,7 +47,7 @@ def is_public_address(address: str) -> bool:
 
 
 class HostPolicy:
-    """ALLOW_PRIVATE_NETWORKS and FETCH_ALLOWED_HOSTS, applied to names and addresses."""
+    """FETCH_ALLOW_PRIVATE_NETWORKS and FETCH_ALLOWED_HOSTS, applied to names and addresses."""
 
     def __init__(self, allow_private: bool, allowed_hosts: Sequence[str] = ()) -> None:
         self.allow_private = allow_private

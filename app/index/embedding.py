@@ -19,8 +19,8 @@ from tqdm import tqdm
 from app.imaging.augment import AUGMENTATIONS
 from app.index.artifacts import EmbedderIdentity
 from app.index.publishing import identity_of
+from app.models.inference import infer_files
 from app.models.registry import LoadedModel
-from app.pipeline import infer_files
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,15 @@ class EmbedBatches:
 
     def __init__(self, manifest: str, user_manifest: str, name: str, max_pixels: int) -> None:
         from app.models.registry import open_registry
-        from app.settings import ModelSettings
+        from app.settings import AdmissionSettings, ModelSettings
 
-        settings = ModelSettings(
-            manifest=Path(manifest), user_manifest_file=Path(user_manifest), inference_workers=1
-        )
-        self._registry = open_registry(settings, only=name)
+        settings = ModelSettings(manifest=Path(manifest), user_manifest_file=Path(user_manifest))
+        self._registry = open_registry(settings, AdmissionSettings(inference_workers=1), only=name)
         self._model = self._registry.get_ready(name, task="embedder")
         self._max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        from app.pipeline import infer_files
+        from app.models.inference import infer_files
 
         paths = [Path(str(p)) for p in batch["path"]]
         inferred = infer_files(

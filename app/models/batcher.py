@@ -1,9 +1,9 @@
 """Dynamic micro-batching for models that gain from it (SavedModels: the InceptionV3 embedder).
 
 Requests hand their decoded pixels to the model's batcher thread and await the result without
-holding a worker thread. The thread takes what is queued, up to BATCH_MAX_SIZE, waiting at most
-BATCH_MAX_WAIT_MS for more, and makes one model call: at low load a request waits (almost) nothing,
-under load the batches grow by themselves while the previous call runs.
+holding a worker thread. The thread takes what is queued, up to MODELS_BATCH_MAX_SIZE, waiting at
+most MODELS_BATCH_MAX_WAIT_MS for more, and makes one model call: at low load a request waits
+(almost) nothing, under load the batches grow by themselves while the previous call runs.
 """
 
 from __future__ import annotations

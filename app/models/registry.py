@@ -16,16 +16,21 @@ from app.errors import ModelNotFound, ModelUnavailable
 from app.models.loaded import LoadedModel, ModelState
 from app.models.loader import LoadOptions, file_mtime, load_entry
 from app.models.manifest import Manifest, ModelSpec, load_manifests
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 
 __all__ = ["LoadedModel", "ModelState", "Registry", "Reloaded", "open_registry", "read_manifests"]
 
 log = logging.getLogger(__name__)
 
 
-def read_manifests(settings: ModelSettings) -> Manifest:
-    """The shipped manifest merged with the user's (ManifestError says what is wrong)."""
-    return load_manifests(settings.manifest, settings.user_manifest)
+def read_manifests(settings: ModelSettings, only: str | None = None) -> Manifest:
+    """The shipped manifest merged with the user's (ManifestError says what is wrong); ``only``:
+    just that model and, for a head, its embedder."""
+    manifest = load_manifests(settings.manifest, settings.user_manifest)
+    if only is None:
+        return manifest
+    wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
+    return manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +54,17 @@ class Registry:
         cls,
         manifest: Manifest,
         settings: ModelSettings,
+        admission: AdmissionSettings,
         on_batch: Callable[[str, int, float], None] | None = None,
     ) -> Registry:
+        """``admission``: one TFLite interpreter per inference worker, and a SavedModel's batcher
+        queues no more than the runner does."""
         options = LoadOptions(
-            workers=settings.inference_workers,
+            workers=admission.inference_workers,
             tflite_threads=settings.tflite_threads,
             batch_max_size=settings.batch_max_size,
             batch_max_wait_ms=settings.batch_max_wait_ms,
-            max_queue=settings.max_queue,
+            max_queue=admission.max_queue,
             on_batch=on_batch,
         )
         return cls(manifest, options)
@@ -180,23 +188,27 @@ def _ready(model: LoadedModel) -> LoadedModel:
     )
 
 
-def open_registry(settings: ModelSettings, only: str | None = None) -> Registry:
+def open_registry(
+    settings: ModelSettings, admission: AdmissionSettings | None = None, only: str | None = None
+) -> Registry:
     """The loading the server's lifespan does, in the foreground, for the CLI and batch jobs
-    (``only``: just that model and, for a head, its embedder). The caller closes it."""
-    manifest = read_manifests(settings)
-    if only is not None:
-        wanted = {only} | {m.embedder for m in manifest.models if m.name == only and m.embedder}
-        manifest = manifest.model_copy(update={"models": [m for m in manifest.models if m.name in wanted]})
-    registry = Registry.from_settings(manifest, settings)
+    (``only``: just that model and, for a head, its embedder; ``admission``: from the environment
+    unless given, e.g. ``AdmissionSettings(inference_workers=1)`` for one interpreter per model).
+    The caller closes it."""
+    registry = Registry.from_settings(
+        read_manifests(settings, only), settings, admission or AdmissionSettings()
+    )
     registry.load_all()
     return registry
 
 
 @contextmanager
-def ready_model(settings: ModelSettings, name: str, task: str) -> Iterator[LoadedModel]:
+def ready_model(
+    settings: ModelSettings, name: str, task: str, admission: AdmissionSettings | None = None
+) -> Iterator[LoadedModel]:
     """Open the registry with just ``name`` (and a head's embedder), hand out the ready model,
     close everything on exit. ``ModelNotFound``/``ModelUnavailable`` say why it is not usable."""
-    registry = open_registry(settings, only=name)
+    registry = open_registry(settings, admission, only=name)
     try:
         yield registry.get_ready(name, task=task)
     finally:

@@ -15,7 +15,7 @@ A model's ``calibration`` file (``python -m app calibrate``) holds the temperatu
 its probabilities honest (``softmax(log(max(p, floor)) / T)``, fitted by likelihood on labelled
 photos) and the scope threshold (the signal's 5th percentile on the model's own photos, so
 ~95 % of in-scope photos are accepted). Without one, probabilities stay as the model gives them
-and the scope is ``max_probability >= MIN_SCORE``: the classifier endpoints' old rule.
+and the scope is ``max_probability >= RANKING_MIN_SCORE``: the classifier endpoints' old rule.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class ModelScope:
             signal, calibration = "max_probability", None
             self.calibration = None
         self.signal: ScopeSignal = signal
-        # None: uncalibrated, and the caller's MIN_SCORE is the threshold on max_probability.
+        # None: uncalibrated, and the caller's RANKING_MIN_SCORE is the threshold on max_probability.
         self.threshold = calibration.scope_threshold if calibration is not None else None
 
     @property

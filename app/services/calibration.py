@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.index.species_folders import LabelledImage
+from app.models.inference import infer_files
 from app.models.registry import LoadedModel
 from app.models.scope import Calibration, ModelScope, ScopeSignal, calibrate
-from app.pipeline import infer_files
 from app.training.reliability import reliability
 
 FLOOR = 1 / 512  # half a step of the AIY models' uint8 output: a 0 is "below 1/256", not impossible

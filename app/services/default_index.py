@@ -89,10 +89,10 @@ def ensure_default_index(
             leeds = _leeds_root(photos)
             source = _leeds_csv(leeds, Path(tmp) / "photos.csv") if leeds is not None else photos
             started = time.perf_counter()
-            with ready_model(settings.models, embedder, "embedder") as model:
+            with ready_model(settings.models, embedder, "embedder", settings.admission) as model:
                 report = build_index(
                     source, out, model, max_pixels=settings.images.max_pixels,
-                    workers=settings.models.inference_workers, progress=progress,
+                    workers=settings.admission.inference_workers, progress=progress,
                 )  # fmt: skip
             seconds = time.perf_counter() - started
         except ServiceError as exc:  # the embedder is not in the manifest, or not installed

@@ -1,7 +1,7 @@
 """evaluate: YOUR labelled photos through exactly what the server answers (the identify or the
 lookup service), scored against the truth. Needs the ``training`` extra (scikit-learn).
 
-A classifier's answers are ``Identifier.interpret`` of each photo's probabilities, as
+A classifier's answers are ``Identifier.identify_files``, each photo decided as a request is, as
 ``/v1/classify/MODEL`` gives them (the model's own, uncalibrated); where the model has a
 calibration file, the same photos' top species is also scored after its temperature
 (``app.models.scope.calibrate``, what ``/v1/identify`` starts from), so the report shows the
@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from app.identification.answer import Answer
+from app.identification.lookup import Lookup
+from app.identification.service import Identifier
 from app.index.artifacts import SpeciesIndex
 from app.models.registry import LoadedModel
 from app.models.scope import calibrate
-from app.services.identify import Identification, Identifier
-from app.services.lookup import Lookup
 from app.services.predictions import predictions_of_index, predictions_of_model
 from app.training.evaluate import EvaluationReport, evaluate, write_report
 from app.training.predictions import Predictions
@@ -59,7 +60,7 @@ def evaluate_model(
 
 def calibrated_top1(
     outputs: npt.NDArray[np.float32],
-    results: list[Identification | None],
+    results: list[Answer | None],
     temperature: float,
     floor: float,
 ) -> list[float | None]:
@@ -83,14 +84,16 @@ def evaluate_index(
     paths: list[Path],
     truths: list[str],
     out: Path,
+    root: Path | None = None,
     *,
     dataset: str,
     top_k: int,
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluated:
+    """``root``: the index's folder (its taxonomy), when it is not the one ``lookup`` serves."""
     found = lookup.identify_files(
-        index, embedder, paths, top_k=top_k, workers=workers, on_progress=on_progress
+        index, embedder, paths, top_k=top_k, workers=workers, on_progress=on_progress, root=root
     )
     return _score(predictions_of_index(index, found), truths, out, dataset)
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.core import Label
+from app.identification.lookup import Lookup
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
+from app.models.inference import infer
 from app.models.runner import InferenceRunner
-from app.pipeline import infer
-from app.services.lookup import Lookup
 
 
 @dataclass(frozen=True, slots=True)

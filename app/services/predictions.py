@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from app.identification.answer import Answer, FileAnswers
+from app.identification.lookup import FileLookups, LookupAnswer
 from app.index.artifacts import SpeciesIndex
 from app.models.registry import LoadedModel
-from app.services.identify import FileIdentifications, Identification
-from app.services.lookup import FileLookups, LookupAnswer
 from app.training.predictions import Predictions, Ranked, species_names
 
 
-def _ranked(results: Sequence[Identification | LookupAnswer | None]) -> list[Ranked | None]:
+def _ranked(results: Sequence[Answer | LookupAnswer | None]) -> list[Ranked | None]:
     return [
         None
         if r is None
@@ -21,7 +21,7 @@ def _ranked(results: Sequence[Identification | LookupAnswer | None]) -> list[Ran
     ]
 
 
-def predictions_of_model(model: LoadedModel, found: FileIdentifications) -> Predictions:
+def predictions_of_model(model: LoadedModel, found: FileAnswers) -> Predictions:
     return Predictions(
         source=f"{model.spec.format} {model.spec.name}",
         classes=species_names(model),

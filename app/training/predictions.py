@@ -12,8 +12,8 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
+from app.identification.decide import top_k_species
 from app.models.registry import LoadedModel
-from app.ranking import rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,8 @@ def ranked_from_probabilities(
     """Per row: the top_k species (never the background class)."""
     out = []
     for row in probabilities:
-        ranking = rank(row, top_k=top_k, background_index=background_index, min_score=0.0)
-        out.append(Ranked([names[i] for i in ranking.indices], ranking.scores))
+        indices, scores = top_k_species(row, top_k, background_index)
+        out.append(Ranked([names[i] for i in indices], scores))
     return out
 
 

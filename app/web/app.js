@@ -298,6 +298,24 @@ function showResults(results, photoCount, nearby = false) {
   }
 }
 
+// What the listed scores are: under the list, as each route gives them.
+const SCORES = {
+  identify: "Scores are calibrated probabilities (temperature-scaled, comparable across models).",
+  classifier: "Scores are the model's own probabilities (not calibrated).",
+  lookup: "Scores are each species' share of the vote of the most similar indexed photos.",
+};
+
+function showScores(kind, results) {
+  $("scores").textContent = SCORES[kind];
+  $("scores").hidden = !results.length;
+}
+
+// Not worth listing: a probability of 0, or under 1/1000 of the best one (noise, not a candidate).
+function worthListing(results) {
+  const best = Math.max(0, ...results.map((r) => r.score));
+  return results.filter((r) => r.score > 0 && r.score >= best / 1000);
+}
+
 function clearObservation() {
   for (const id of ["why", "geo", "models"]) {
     $(id).textContent = "";
@@ -333,6 +351,7 @@ function renderSingle(group, body, files, url) {
   const model = body.model || (body.index ? `index of ${body.index.n_species} species` : "");
   $("source").textContent = `Answered by ${model} (${GROUPS[group]}).`;
   showResults(body.results, 1);
+  showScores(group === "lookup" ? "lookup" : "classifier", body.results);
   showExplain(group === "lookup" ? null : body.model, files, url);
   $("answer").hidden = false;
 }
@@ -398,7 +417,9 @@ function renderObservation(body, files, url, where) {
     $("geo").textContent = geoLine(body.geo, where);
     $("geo").hidden = false;
   }
-  showResults(body.results, count, Boolean(body.geo && body.geo.cell_records));
+  const listed = worthListing(body.results);
+  showResults(listed, count, Boolean(body.geo && body.geo.cell_records));
+  showScores("identify", listed);
   const models = $("models");
   for (const m of body.models) {
     const li = document.createElement("li");

@@ -28,8 +28,10 @@ from tests.api.test_identify import (
     HALF_SATURATION,
     LEEDS,
     MONARCHS,
+    NOISE_RATIO,
     SWALLOWTAIL_PAIR,
     error,
+    given_probability,
     identify,
     identify_entry,
     link_insects,
@@ -46,7 +48,7 @@ pytestmark = pytest.mark.shared
 
 RED_ADMIRAL = LEEDS / "009_0001.jpg"
 GARDEN = "# a garden list\nVanessa atalanta\nVanessa cardui\nPieris rapae   # small white\nNotus inventus\n"
-LIST_CAP = 4096  # SPECIES_LIST_MAX_BYTES of this server: small enough to cross cheaply
+LIST_CAP = 4096  # LISTS_MAX_BYTES of this server: small enough to cross cheaply
 # The place of the geo tests: the 1-degree cell 40..41 N, 76..75 W (around Philadelphia).
 PLACE = {"lat": 40.2, "lon": -75.3}
 
@@ -80,7 +82,7 @@ def steered(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterat
     (lists / "huge.txt").write_text("Vanessa atalanta\n" * (LIST_CAP // 10))
     with FakeGbif() as fake:
         env = gbif_env(
-            manifest, fake, root / "gbif.sqlite", LISTS_DIR=str(lists), SPECIES_LIST_MAX_BYTES=str(LIST_CAP)
+            manifest, fake, root / "gbif.sqlite", LISTS_DIR=str(lists), LISTS_MAX_BYTES=str(LIST_CAP)
         )
         linked = link_insects(env)
         assert linked.returncode == 0, linked.stdout + linked.stderr
@@ -107,6 +109,23 @@ def names(body: dict[str, Any]) -> list[str]:
 
 def labels_under(taxa: dict[str, dict[str, Any]], rank: str, name: str) -> set[str]:
     return {label for label, taxon in taxa.items() if taxon and taxon.get(rank) == name}
+
+
+def listable(vision: dict[str, Any], given: set[str], kept: set[str]) -> set[str]:
+    """What /v1/identify lists under a filter keeping ``kept`` (app/identification/decide.py
+    ``listed``): the kept species the model gave any probability (``given``) holding at least
+    NOISE_RATIO of the best of them. Their scores are the unsteered answer's (``vision``, top_k
+    100: renormalising changes no ratio), which lists every one of ``given`` here."""
+    scores = {r["scientific_name"]: r["score"] for r in vision["results"]}
+    assert given <= set(scores), given - set(scores)
+    held = {name: scores[name] for name in given & kept}
+    best = max(held.values(), default=0.0)
+    return {name for name, score in held.items() if score >= best * NOISE_RATIO}
+
+
+def insects(base_url: str, photo: Path) -> dict[str, Any]:
+    """The insects model's own output on one photo, top 100 (zeros too)."""
+    return ok(post(base_url, "/v1/classify/aiy_insects_v1", photo, top_k=100))
 
 
 def vanessa_overlay() -> bytes:
@@ -148,32 +167,44 @@ def test_a_taxon_filter_that_keeps_the_top_species_renormalises_over_the_kept(st
     assert [m["model"] for m in found["models"]] == ["aiy_insects_v1"]
     assert "link-gbif --model aiy_birds_v1" in found["filters"]["excluded_models"]["aiy_birds_v1"]
     assert names(found)[0] == "Danaus plexippus" and not found["no_match"]
-    assert set(names(found)) == lepidoptera  # every kept class, none else
+    assert found["filters"]["kept_classes"] == len(lepidoptera)
+    # Only kept classes, and of them every one the model gave probability (`plain` lists its
+    # zeros) holding 1/1000 of the best: the kept classes it gave 0 are no guesses.
+    given = given_probability(plain)
+    assert set(names(found)) <= lepidoptera & given
+    assert set(names(found)) == listable(vision, given, lepidoptera)
     mass = found["filters"]["kept_mass"]
     before = {r["scientific_name"]: r["score"] for r in vision["results"]}
     assert mass == pytest.approx(sum(before[n] for n in lepidoptera if n in before), rel=1e-3)
     for r in found["results"]:
         if r["scientific_name"] in before:
             assert r["vision_score"] == pytest.approx(before[r["scientific_name"]] / mass, rel=1e-3, abs=1e-7)
-    assert sum(r["score"] for r in found["results"]) == pytest.approx(1.0, abs=1e-4)
+    # Renormalised over the kept: the listed hold their share of the kept mass, the unlisted kept
+    # classes (given 0: the calibration's floor) the rest, each under 1/1000 of the best.
+    total = sum(r["score"] for r in found["results"])
+    assert total == pytest.approx(sum(before[n] for n in names(found)) / mass, rel=1e-4)
+    unlisted = found["filters"]["kept_classes"] - len(found["results"])
+    assert -1e-6 <= 1.0 - total <= unlisted * found["results"][0]["score"] * NOISE_RATIO
 
 
 def test_a_taxon_filter_that_removes_the_top_species_says_how_little_it_kept(steered):
     vanessa = {n for n in steered.taxa if n.startswith("Vanessa ")}  # the unlinked subspecies too
     genus_key = steered.taxa["Vanessa cardui"]["genusKey"]
-    # A monarch under taxon=Vanessa: renormalised, eight Vanessa look equally likely, but they
-    # held 0.0001 of the probability together: filtered_out, guesses only.
-    body = ok(identify(steered.base_url, [MONARCHS[0]], taxon="Vanessa", top_k=10))
-    assert "Danaus plexippus" not in names(body) and set(names(body)) == vanessa
-    assert body["filters"]["taxon"] == {"key": genus_key, "name": "Vanessa", "rank": "genus"}
-    assert body["filters"]["kept_classes"] == len(vanessa) == 8
-    assert body["filters"]["kept_mass"] < 0.001
-    assert body["no_match"] is True and body["no_match_reason"] == "filtered_out"
-    assert body["rollup"] is None  # "genus Vanessa" would say nothing: it holds all by construction
-    # The uint8 classifier gives them exactly 0: nothing to list.
+    # A monarch under taxon=Vanessa: the uint8 classifier gives the eight Vanessa exactly 0:
+    # nothing to list.
     classified = ok(post(steered.base_url, "/insect_url", MONARCHS[0], taxon="Vanessa"))
     assert classified["results"] == [] and classified["no_match_reason"] == "filtered_out"
     assert classified["filters"]["kept_mass"] == 0.0
+    # Calibrated, they held 0.0001 of the probability together (the photo's floor): filtered_out,
+    # and no guesses, none of them given any probability.
+    body = ok(identify(steered.base_url, [MONARCHS[0]], taxon="Vanessa", top_k=10))
+    assert set(names(body)) <= vanessa & set(names(classified))  # kept, and given probability
+    assert body["results"] == []
+    assert body["filters"]["taxon"] == {"key": genus_key, "name": "Vanessa", "rank": "genus"}
+    assert body["filters"]["kept_classes"] == len(vanessa) == 8
+    assert 0.0 < body["filters"]["kept_mass"] < 0.001
+    assert body["no_match"] is True and body["no_match_reason"] == "filtered_out"
+    assert body["rollup"] is None  # "genus Vanessa" would say nothing: it holds all by construction
 
     # Two Vanessa overlaid: V. cardui first; under taxon=Vanessa virginiensis the second, which
     # held 0.125 (over MIN_SCORE), is the answer at 1.0.
@@ -221,8 +252,12 @@ def test_an_unknown_taxon_is_400_and_one_needing_a_missing_taxonomy_409_before_a
 
 def test_an_installed_species_list_ranks_only_its_species_and_reports_unmatched_names(steered):
     listed = {"Vanessa atalanta", "Vanessa cardui", "Pieris rapae"}
+    vision = ok(identify(steered.base_url, [RED_ADMIRAL], top_k=100))
+    given = given_probability(insects(steered.base_url, RED_ADMIRAL))
     body = ok(identify(steered.base_url, [RED_ADMIRAL], species_list="garden"))
-    assert names(body)[0] == "Vanessa atalanta" and set(names(body)) == listed and not body["no_match"]
+    assert names(body)[0] == "Vanessa atalanta" and not body["no_match"]
+    # The list's species the model gave probability (here V. atalanta alone), none else.
+    assert set(names(body)) <= listed & given and set(names(body)) == listable(vision, given, listed)
     info = body["filters"]["species_list"]
     assert info == {"name": "garden.txt", "source": "installed", "names": 4, "unmatched": ["Notus inventus"]}
     assert body["filters"]["kept_classes"] == 3 and body["filters"]["kept_mass"] > 0.9
@@ -237,7 +272,7 @@ def test_an_installed_species_list_ranks_only_its_species_and_reports_unmatched_
     nowhere = error(identify(steered.base_url, [RED_ADMIRAL], species_list="nowhere"), 404)
     assert nowhere["code"] == "species_list_not_found" and "garden" in nowhere["detail"]["available"]
     huge = error(identify(steered.base_url, [RED_ADMIRAL], species_list="huge"), 413)
-    assert huge["code"] == "too_large" and "SPECIES_LIST_MAX_BYTES" in huge["message"]
+    assert huge["code"] == "too_large" and "LISTS_MAX_BYTES" in huge["message"]
 
 
 def test_an_uploaded_species_list_steers_away_from_the_top_species(steered):
@@ -250,9 +285,13 @@ def test_an_uploaded_species_list_steers_away_from_the_top_species(steered):
     upload = {"species_list": ("swallowtails.csv", csv_list.encode(), "text/csv")}
     vision = ok(identify(steered.base_url, SWALLOWTAIL_PAIR))
     assert names(vision)[0] == "Heraclides rumiko"
+    given = given_probability(*(insects(steered.base_url, photo) for photo in SWALLOWTAIL_PAIR))
     files = [("image", (p.name, p.read_bytes())) for p in SWALLOWTAIL_PAIR] + list(upload.items())
     body = ok(httpx.post(f"{steered.base_url}/v1/identify", files=files, timeout=60))
-    assert names(body) == ["Heraclides cresphontes", "Papilio glaucus"]
+    # Papilio glaucus is kept, but the model gave it 0 in both photos: no guess.
+    kept = {"Heraclides cresphontes", "Papilio glaucus"}
+    assert body["filters"]["kept_classes"] == len(kept)
+    assert names(body) == ["Heraclides cresphontes"] and set(names(body)) == listable(vision, given, kept)
     assert body["filters"]["species_list"] == {
         "name": "swallowtails.csv", "source": "upload", "names": 3, "unmatched": ["Papilio cresphontes"],
     }  # fmt: skip
@@ -282,7 +321,15 @@ def test_geo_off_prior_and_filter_give_three_explained_rankings_for_one_observat
     vision = ok(identify(steered.base_url, SWALLOWTAIL_PAIR, top_k=10))
     first, second = names(vision)[:2]
     assert (first, second) == ("Heraclides rumiko", "Heraclides cresphontes")
-    third = next(n for n in names(vision)[2:] if (steered.taxa.get(n) or {}).get("speciesKey"))
+    # The third: the first linked species the model gave 0 in both photos (the classifier lists
+    # its zeros in label order), recorded a little: kept by the filter, yet no guess.
+    classified_pair = [insects(steered.base_url, photo) for photo in SWALLOWTAIL_PAIR]
+    given = given_probability(*classified_pair)
+    third = next(
+        n
+        for n in names(classified_pair[0])
+        if n not in given and (steered.taxa.get(n) or {}).get("speciesKey")
+    )
     records = {second: 400, third: 3}  # the vision's top species never recorded in the cell
     fake.occurrences = [
         (40.0, 41.0, -76.0, -75.0, None, {steered.taxa[n]["speciesKey"]: c for n, c in records.items()})
@@ -312,15 +359,23 @@ def test_geo_off_prior_and_filter_give_three_explained_rankings_for_one_observat
     assert max(factors) == pytest.approx(min(factors), rel=1e-4)  # one renormalisation for all
     assert all(r["score"] == r["combined_score"] for r in prior["results"])
 
-    # filter: only the recorded species, and the vision's best (unrecorded) rolled up to its
-    # genus, which has a recorded species there.
+    # filter: only the recorded species the model gave probability (the third, given 0, is
+    # kept but not listed), and the vision's best (unrecorded) rolled up to its genus, which has
+    # a recorded species there.
     assert filtered["geo"]["mode"] == "filter" and filtered["geo"]["recorded_species"] == 2
-    assert names(filtered) == [second, third]
+    assert names(filtered) == [second] and set(names(filtered)) == set(records) & given
     assert all(
         r["geo_score"] == 1.0 and r["geo_records"] == records[r["scientific_name"]]
         for r in filtered["results"]
     )
-    assert sum(r["score"] for r in filtered["results"]) == pytest.approx(1.0, abs=1e-3)
+    # Renormalised over the recorded species: with what the third holds (the floor every class
+    # given 0 in both photos holds, unlisted, times the same factor) they sum to 1 but for the
+    # background class's own floor.
+    assert set(names(vision)) == given and all(c["background_score"] == 0.0 for c in classified_pair)
+    floor = (1.0 - sum(r["score"] for r in vision["results"])) / (1022 - len(vision["results"]))
+    factor = filtered["results"][0]["score"] / filtered["results"][0]["vision_score"]
+    third_holds = factor * floor * len(set(records) - given)
+    assert sum(r["score"] for r in filtered["results"]) + third_holds == pytest.approx(1.0, abs=1e-3)
     rollup = filtered["rollup"]
     assert (rollup["rank"], rollup["name"]) == ("genus", "Heraclides")
     assert first in rollup["reason"] and "no GBIF record" in rollup["reason"]
@@ -378,7 +433,7 @@ def test_min_score_and_rollup_threshold_per_request(steered):
     ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()),
 )
 def test_out_of_bounds_steering_is_refused_naming_the_parameter(steered, params):
-    """The service answers every invalid parameter 400 ``invalid_parameters`` (README, Errors),
+    """The service answers every invalid parameter 400 ``invalid_parameters`` (docs/api.md, Errors),
     so do these."""
     for route in ("/v1/identify", "/insect_url"):
         response = post(steered.base_url, route, DRAGONFLY, **params)
@@ -429,7 +484,11 @@ def test_the_cli_identify_steers_as_the_endpoint_does(steered):
     assert [(r["scientific_name"], round(r["score"], 6)) for r in cli["results"]] == [
         (r["scientific_name"], round(r["score"], 6)) for r in served["results"]
     ]
-    assert names(cli) == ["Vanessa atalanta", "Vanessa cardui"]  # Pieris rapae is no Vanessa
+    # Pieris rapae is no Vanessa; V. cardui is kept, but the model gave it 0: no guess.
+    vision = ok(identify(steered.base_url, [RED_ADMIRAL], top_k=100))
+    given = given_probability(insects(steered.base_url, RED_ADMIRAL))
+    assert names(cli) == ["Vanessa atalanta"]
+    assert set(names(cli)) == listable(vision, given, {"Vanessa atalanta", "Vanessa cardui"})
     assert cli["filters"]["species_list"]["source"] == "upload"  # a file given: read as an upload
     assert cli["filters"]["species_list"]["unmatched"] == ["Notus inventus"]
     assert cli["thresholds"]["min_score"] == 0.2

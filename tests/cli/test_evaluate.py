@@ -30,7 +30,7 @@ def test_evaluate_the_insects_classifier(leeds_csv, leeds_photos, real_manifest,
     assert report["evaluated"] == 300 and report["failed"] == 0
     assert report["top1"] == pytest.approx(float(figures[1]), abs=1e-3) and report["top1"] >= 0.9
     assert report["top5"] == pytest.approx(float(figures[2]), abs=1e-3) and report["top5"] >= report["top1"]
-    assert report["macro_f1"] == pytest.approx(float(figures[3]), abs=1e-3)
+    assert report["macro_f1"] == pytest.approx(float(figures[3]), abs=1e-3) and report["macro_f1"] >= 0.9
     assert {c["name"] for c in report["classes"]} == {name for _, name in leeds_photos}
     assert all(c["support"] == 30 and c["in_model"] for c in report["classes"])
     assert sum(map(sum, report["confusion"])) == 300
@@ -46,7 +46,8 @@ def test_evaluate_the_insects_classifier(leeds_csv, leeds_photos, real_manifest,
     ece = re.search(r"equal-width bins\): ECE ([0-9.]+), MCE ([0-9.]+)$", result.stdout, re.M)
     assert ece, result.stdout
     figure(f"evaluate aiy_insects_v1 on Leeds (300), uncalibrated: ECE {ece[1]}, MCE {ece[2]}")
-    assert 0.0 <= report["ece"] <= 1.0 and report["ece"] == pytest.approx(float(ece[1]), abs=1e-3)
+    assert report["ece"] == pytest.approx(float(ece[1]), abs=1e-3)
+    assert report["ece"] <= 0.2  # measured ECE 0.096 (MCE 0.539); top-1 0.967, macro-F1 0.982
     assert (
         report["reliability_calibrated"] is None
         and sum(b["count"] for b in report["reliability"]["bins"]) == 300
@@ -75,7 +76,9 @@ def test_evaluate_prints_the_ece_before_and_after_the_models_calibration(leeds_p
     assert report["evaluated"] == 38
     assert report["ece"] == pytest.approx(float(line[1]), abs=1e-3)
     assert report["ece_calibrated"] == pytest.approx(float(line[3]), abs=1e-3)
-    assert 0.0 <= report["ece_calibrated"] <= 1.0 and float(line[2]) == pytest.approx(0.530, abs=0.2)
+    assert float(line[2]) == pytest.approx(0.530, abs=0.2)
+    # measured on these 38 photos: ECE 0.136 -> 0.058 calibrated
+    assert report["ece_calibrated"] <= 0.1 and report["ece_calibrated"] < report["ece"]
     with Image.open(out / "reliability.png") as png:
         assert png.format == "PNG" and png.width > 600  # two panels
 

@@ -163,7 +163,8 @@ def test_embedding_map(leeds_csv, real_manifest, tmp_path):
     purity = float(found[1])
     figure(f"embedding-map (aiy_insects_features, Leeds 300): k-means purity {purity:.3f}")
     figures = json.loads(out.with_suffix(".json").read_text())
-    assert figures["purity"] == pytest.approx(purity, abs=1e-3) and 0.1 <= purity <= 1.0
-    assert figures["photos"] == 300 and figures["species"] == 10 and figures["nmi"] > 0.5
+    assert figures["purity"] == pytest.approx(purity, abs=1e-3)
+    assert figures["photos"] == 300 and figures["species"] == 10
+    assert purity >= 0.9 and figures["nmi"] >= 0.9  # measured 1.000 and 1.000 (k=10, seeded)
     with Image.open(out) as png:
         assert png.format == "PNG" and png.width > 800

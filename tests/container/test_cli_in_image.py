@@ -1,4 +1,4 @@
-"""Every command the README's "Command line" section lists for the image, run inside the lite image
+"""Every command docs/cli.md ("Command line") lists for the image, run inside the lite image
 as its own user (uid 10001), with ./volumes mounted read-only as the other container tests mount it
 (models from download_volume.sh --from ../shared/models). Inputs are read-only mounts, outputs a
 writable one; only link-gbif gets a network (the host's, to reach the tests' local fake GBIF).
@@ -152,7 +152,8 @@ def test_link_gbif_against_the_local_fake(cli: Cli, work: Path, fake_gbif: FakeG
         GBIF_API_URL=fake_gbif.base_url, GBIF_MAX_CONCURRENCY="16",
     ).stdout  # fmt: skip
     linked = re.search(r"(\d+) of (\d+) names linked", printed)
-    assert linked and int(linked[1]) > 0, printed[-2000:]
+    assert linked, printed[-2000:]
+    assert int(linked[1]) >= 950, printed[-2000:]  # measured 1003 (the fake has no trinomials: 18 unresolved)
     assert int(linked[2]) == 1021, printed[-2000:]
     rows = target.read_text().splitlines()
     assert len(rows) >= int(linked[1]) and target.stat().st_uid == USER

@@ -29,7 +29,7 @@ from app.enrich.geo import (
     species_counts,
 )
 from app.enrich.taxonomy import Taxon, linked_from_match
-from app.settings import GbifSettings
+from app.settings import GbifSettings, GeoPriorSettings
 from tests.fakes.gbif import FakeGbif, synthesized
 
 SPARROW, ROBIN, BLACKBIRD, WREN = 5231190, 2492462, 9515886, 2493064
@@ -55,24 +55,32 @@ def fake(server: FakeGbif) -> FakeGbif:
     return server
 
 
+PRIOR_TIMEOUT = 0.5
+
+
 def settings_for(fake: FakeGbif, tmp_path: Path, **overrides: object) -> GbifSettings:
     base: dict[str, object] = {
         "api_url": fake.base_url,
         "cache_path": tmp_path / "cache" / "gbif.sqlite",
         "backoff": 0.01,
-        "prior_timeout": 0.5,
     }
     return GbifSettings(**{**base, **overrides})  # type: ignore[arg-type]
 
 
+def prior_settings(**overrides: object) -> GeoPriorSettings:
+    return GeoPriorSettings(**{"timeout": PRIOR_TIMEOUT, **overrides})  # type: ignore[arg-type]
+
+
 def lookups(
-    settings: GbifSettings, *places: tuple[float, float] | tuple[float, float, int | None]
+    settings: GbifSettings,
+    *places: tuple[float, float] | tuple[float, float, int | None],
+    prior_with: GeoPriorSettings | None = None,
 ) -> list[NearbyCounts | GeoUnavailable]:
     """One service lifetime: the lookups in turn through one client and cache."""
 
     async def run() -> list[NearbyCounts | GeoUnavailable]:
         async with open_gbif(settings) as client:
-            prior = GeoPrior(client, settings)
+            prior = GeoPrior(client, prior_with or prior_settings())
             return [await prior.counts(*place) for place in places]
 
     return asyncio.run(run())
@@ -184,7 +192,7 @@ def test_concurrent_photos_in_one_cell_share_one_call(fake, tmp_path):
 
     async def burst() -> list[NearbyCounts | GeoUnavailable]:
         async with open_gbif(settings) as client:
-            prior = GeoPrior(client, settings)
+            prior = GeoPrior(client, prior_settings())
             return await asyncio.gather(*(prior.counts(51.1 + i / 20, -0.5) for i in range(8)))
 
     answers = asyncio.run(burst())
@@ -217,27 +225,23 @@ def test_the_month_is_in_the_query_and_the_cache_key(fake, tmp_path):
 
 def test_facet_limit_keeps_the_most_recorded_species(fake, tmp_path):
     fake.occurrences = [(51, 52, -1, 0, None, {1000 + n: n for n in range(1, 51)})]
-    (answer,) = lookups(settings_for(fake, tmp_path, prior_facet_limit=10), LONDON)
+    (answer,) = lookups(settings_for(fake, tmp_path), LONDON, prior_with=prior_settings(facet_limit=10))
     assert isinstance(answer, NearbyCounts)
     assert sorted(answer.counts) == [1000 + n for n in range(41, 51)]  # the top 10 by records
     assert answer.total == sum(range(1, 51))  # GBIF's count is every record, not the facet's
     assert fake.occurrence_queries[-1]["facetLimit"] == "10"
 
 
-def test_the_prior_settings_are_bounded_and_read_from_gbif_variables(monkeypatch):
-    monkeypatch.setenv("GBIF_PRIOR_CELL_DEG", "0.5")
-    monkeypatch.setenv("GBIF_PRIOR_TIMEOUT", "1.5")
-    settings = GbifSettings()
-    assert settings.prior_cell_deg == 0.5 and settings.prior_timeout == 1.5
-    assert (settings.prior_floor, settings.prior_half_saturation, settings.prior_facet_limit) == (
-        0.1,
-        5.0,
-        1000,
-    )
-    for bad in ({"prior_cell_deg": 0}, {"prior_cell_deg": 11}, {"prior_floor": 0}, {"prior_floor": 1.5},
-                {"prior_half_saturation": 0}, {"prior_facet_limit": 5}, {"prior_timeout": 0}):  # fmt: skip
+def test_the_prior_settings_are_bounded_and_read_from_their_variables(monkeypatch):
+    monkeypatch.setenv("GEO_PRIOR_CELL_DEG", "0.5")
+    monkeypatch.setenv("GBIF_PRIOR_TIMEOUT", "1.5")  # the old name, still read
+    settings = GeoPriorSettings()
+    assert settings.cell_deg == 0.5 and settings.timeout == 1.5
+    assert (settings.floor, settings.half_saturation, settings.facet_limit) == (0.1, 5.0, 1000)
+    for bad in ({"cell_deg": 0}, {"cell_deg": 11}, {"floor": 0}, {"floor": 1.5},
+                {"half_saturation": 0}, {"facet_limit": 5}, {"timeout": 0}):  # fmt: skip
         with pytest.raises(ValidationError):
-            GbifSettings(**bad)
+            GeoPriorSettings(**bad)
 
 
 # -- weights ---------------------------------------------------------------------------------------
@@ -259,10 +263,9 @@ def test_weights_follow_the_documented_rule():
 
 
 def test_weigh_reports_the_unlinked_candidates(fake, tmp_path):
-    settings = settings_for(fake, tmp_path, prior_floor=0.2, prior_half_saturation=10.0)
-    (nearby,) = lookups(settings, LONDON)
+    (nearby,) = lookups(settings_for(fake, tmp_path), LONDON)
     assert isinstance(nearby, NearbyCounts)
-    prior = GeoPrior(None, settings)  # type: ignore[arg-type]  # weighing needs no client
+    prior = GeoPrior(None, prior_settings(floor=0.2, half_saturation=10.0))  # type: ignore[arg-type]  # no client
     weighed = prior.weigh(nearby, [None, ROBIN, WREN, None])
     assert weighed.unlinked == (0, 3)
     assert weighed.weights.tolist() == pytest.approx([1.0, 0.2 + 0.8 * 987 / 997, 0.2, 1.0])
@@ -350,7 +353,7 @@ def test_gbif_failing_is_no_prior_quickly_and_is_not_cached(fake, tmp_path, fail
     answer, elapsed = timed(settings, LONDON)
     assert isinstance(answer, GeoUnavailable), answer
     assert reason in answer.reason
-    assert elapsed < settings.prior_timeout + 0.4, elapsed  # never hangs, whatever GBIF does
+    assert elapsed < PRIOR_TIMEOUT + 0.4, elapsed  # never hangs, whatever GBIF does
     assert fake.occurrence_hits[LONDON_CELL] == calls
 
     fake.reset_occurrences()
@@ -381,7 +384,7 @@ def test_an_expired_answer_is_served_when_gbif_fails(fake, tmp_path, failure):
     stale, elapsed = timed(settings, LONDON)
     assert isinstance(stale, NearbyCounts), stale
     assert stale.cache == "stale" and stale.counts == fresh.counts and stale.total == fresh.total
-    assert elapsed < settings.prior_timeout + 0.4, elapsed
+    assert elapsed < PRIOR_TIMEOUT + 0.4, elapsed
 
     fake.occurrence_status, fake.occurrence_stall = None, 0.0
     fake.occurrences = [(51, 52, -1, 0, None, {WREN: 2})]
@@ -391,13 +394,13 @@ def test_an_expired_answer_is_served_when_gbif_fails(fake, tmp_path, failure):
 
 def test_waiting_for_a_slot_counts_against_the_prior_deadline(fake, tmp_path):
     """A photo's prior must not queue behind link-gbif: with the only slot held by a stalled
-    species match, the prior gives up at GBIF_PRIOR_TIMEOUT."""
+    species match, the prior gives up at GEO_PRIOR_TIMEOUT."""
     fake.stall = 1.5  # species matches only
     settings = settings_for(fake, tmp_path, max_concurrency=1, retries=0, read_timeout=3.0, total_timeout=3.0)
 
     async def run() -> tuple[NearbyCounts | GeoUnavailable, float]:
         async with open_gbif(settings) as client:
-            prior = GeoPrior(client, settings)
+            prior = GeoPrior(client, prior_settings())
             match = asyncio.create_task(client.match("Vanessa cardui"))
             await asyncio.sleep(0.1)  # the match holds the slot
             started = time.monotonic()
@@ -408,5 +411,5 @@ def test_waiting_for_a_slot_counts_against_the_prior_deadline(fake, tmp_path):
 
     answer, elapsed = asyncio.run(run())
     assert isinstance(answer, GeoUnavailable) and "within 0.5 s" in answer.reason
-    assert elapsed < settings.prior_timeout + 0.4, elapsed
+    assert elapsed < PRIOR_TIMEOUT + 0.4, elapsed
     assert fake.occurrence_hits[LONDON_CELL] == 0  # it never got to GBIF

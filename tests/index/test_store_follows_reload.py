@@ -14,7 +14,7 @@ from app.index.builder import build_index
 from app.index.store import IndexStore
 from app.models.manifest import load_manifest
 from app.models.registry import open_registry
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 from tests.support.manifests import insects_features_entry, write_manifest
 from tests.support.reference import leeds
 from tests.support.shared import HAS_SHARED, MODELS, NO_SHARED, SHARED
@@ -32,8 +32,8 @@ def test_store_follows_an_embedder_replaced_by_a_reload(tmp_path):
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
         writer.writerows((str(p), name) for p, name in leeds(SHARED)[::30])  # 10 photos, 10 species
-    settings = ModelSettings(manifest=manifest, inference_workers=1)
-    registry = open_registry(settings)
+    settings = ModelSettings(manifest=manifest)
+    registry = open_registry(settings, AdmissionSettings(inference_workers=1))
     build_index(photos, tmp_path / "index", registry.get_ready(NAME), max_pixels=10**8, progress=False)
     store = IndexStore(tmp_path / "index", registry)
     store.refresh()

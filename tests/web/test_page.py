@@ -128,6 +128,7 @@ def test_upload_shows_the_species_first(page, sample):
     assert sample.scientific_name in first.inner_text() and sample.common_name in first.inner_text()
     assert sample.common_name in page.inner_text("#verdict")
     assert page.locator("#results li").count() == 5
+    assert "the model's own probabilities" in page.inner_text("#scores")  # a classifier route's
     assert page.evaluate("document.querySelector('#photo').naturalWidth") > 0  # the photo is shown
 
 
@@ -141,6 +142,9 @@ def test_auto_asks_every_model_and_says_which_answered(page):
     assert "Thornbush Dasher" in page.inner_text("#verdict")
     assert "Answered by aiy_insects_v1 (insects)" in page.inner_text("#source")
     assert "aiy_insects_v1 fits best" in page.inner_text("#why")
+    assert page.is_visible("#scores")  # says which scores these are: /v1/identify's, not the model's own
+    assert "calibrated probabilities" in page.inner_text("#scores")
+    assert "model's own" not in page.inner_text("body")
     lines = page.locator("#models li").all_inner_texts()  # every model's assessment, one line each
     assert len(lines) == 2, lines
     chosen = [line for line in lines if line.startswith("aiy_insects_v1: fits ")]
@@ -326,6 +330,10 @@ def test_the_other_reasons_in_words(page, server, reason):
         else:
             score = sum(r["score"] for r in body["results"] if r["scientific_name"].startswith("Vanessa "))
             body["rollup"] = {"rank": "GENUS", "name": "Vanessa", "usageKey": 1234, "score": score}
+            # Noise the page must not list: a 0 and a score under 1/1000 of the best.
+            best = body["results"][0]
+            for name, noise in (("Noise nullus", 0.0), ("Noise minimus", best["score"] / 2000)):
+                body["results"].append({**best, "scientific_name": name, "common_name": None, "score": noise})
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
     page.route("**/v1/identify*", answer)
@@ -340,7 +348,7 @@ def test_the_other_reasons_in_words(page, server, reason):
     else:
         assert verdict == "Not confident: best guesses below."
         assert "it is at least genus Vanessa" in page.inner_text("#rollup")
-        assert page.locator("#results li").count() == 5
+        assert page.locator("#results li").count() == 5 and "Noise" not in page.inner_text("#results")
 
 
 def test_at_most_five_photos_and_drop_adds(page):

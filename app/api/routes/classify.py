@@ -1,20 +1,26 @@
 """Classification: the legacy group routes (/bird_url, /insect_url, /plant_url) and
-/v1/classify/{model}, which serves any classifier in the manifest. Both take the steering
-parameters (``app.api.steering``: taxon, species_list, lat/lon/date with geo, min_score,
-rollup_threshold); without them the answer is the model's own, as it always was."""
+/v1/classify/{model}, which serves any classifier in the manifest. Each is an identification of
+one photo by one named model, scored by the model's own probabilities (``app.identification``).
+Both take the steering parameters (``app.api.steering``: taxon, species_list, lat/lon/date with
+geo, min_score, rollup_threshold); without them the answer is the model's own, as it always was."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from app.api import presenters
 from app.api.deps import FetcherDep, IdentifierDep, RegistryDep, SettingsDep
-from app.api.image_input import ImageInputDep
+from app.api.image_input import ImageInput, ImageInputDep
+from app.api.params import TopK
 from app.api.schemas import ClassificationResponse, error_responses
 from app.api.steering import PlaceDep, SteeringDep
+from app.identification.request import Place, Request, Steering
+from app.identification.service import Identifier
+from app.imaging.fetch import ImageFetcher
+from app.settings import Settings
 
 router = APIRouter(tags=["classify"])
 
@@ -25,9 +31,6 @@ LEGACY_GROUPS = {
     "plant": "plants (AIY plants_V1)",
 }
 
-TopK = Annotated[
-    int | None, Query(ge=1, le=100, description="how many species to return (default 5, at most 100)")
-]
 ERRORS = error_responses(400, 404, 409, 413, 415, 422, 502, 503, 504)
 STEERING = (
     " Steer it: `taxon` or `species_list` rank only the species they keep (renormalised, said in "
@@ -50,9 +53,7 @@ def _legacy_route(group: str) -> Callable[..., Awaitable[ClassificationResponse]
         top_k: TopK = None,
     ) -> ClassificationResponse:
         model = registry.get_ready_for_group(group)  # before the download: a disabled model costs none
-        plan = identifier.plan(model, steering)  # an unknown taxon costs no download either
-        photo = await image.load(fetcher, settings.images.max_upload_bytes)
-        return presenters.classification(await identifier.identify(model, photo, top_k, plan, place))
+        return await _classify(model.name, image, identifier, fetcher, settings, steering, place, top_k)
 
     endpoint.__name__ = f"classify_{group}"
     return endpoint
@@ -83,7 +84,6 @@ for _group, _what in LEGACY_GROUPS.items():
 async def classify_with(
     model_name: ClassifierName,
     image: ImageInputDep,
-    registry: RegistryDep,
     identifier: IdentifierDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
@@ -91,7 +91,20 @@ async def classify_with(
     place: PlaceDep,
     top_k: TopK = None,
 ) -> ClassificationResponse:
-    model = registry.get_ready(model_name, task="classifier")
-    plan = identifier.plan(model, steering)
+    return await _classify(model_name, image, identifier, fetcher, settings, steering, place, top_k)
+
+
+async def _classify(
+    model: str,
+    image: ImageInput,
+    identifier: Identifier,
+    fetcher: ImageFetcher,
+    settings: Settings,
+    steering: Steering,
+    place: Place | None,
+    top_k: int | None,
+) -> ClassificationResponse:
+    plan = identifier.plan(model=model, steering=steering)  # an unknown taxon costs no download
     photo = await image.load(fetcher, settings.images.max_upload_bytes)
-    return presenters.classification(await identifier.identify(model, photo, top_k, plan, place))
+    request = Request([photo], place, steering, top_k, model=model, scores="model", with_index=False)
+    return presenters.classification(await identifier.identify(request, plan))

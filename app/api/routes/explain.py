@@ -52,7 +52,7 @@ async def explain_photo(
     model = registry.get_ready(model_name, task="classifier")
     if slots.locked():
         raise Overloaded(
-            f"{settings.models.explain_concurrency} saliency map(s) already in progress; retry shortly",
+            f"{settings.admission.explain_concurrency} saliency map(s) already in progress; retry shortly",
             retry_after_s=2,
         )
     async with slots:

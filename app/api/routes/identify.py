@@ -9,16 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api import presenters
-from app.api.deps import FetcherDep, ObservationDep, SettingsDep
+from app.api.deps import FetcherDep, IdentifierDep, SettingsDep
 from app.api.image_input import ImageInput, read_upload
 from app.api.observation_schemas import IdentifyResponse
-from app.api.routes.classify import TopK
+from app.api.params import TopK
 from app.api.schemas import error_responses
 from app.api.steering import PlaceDep, SteeringDep
 from app.errors import BadRequest, ServiceError
+from app.identification.request import MAX_PHOTOS, Request
 from app.imaging.fetch import ImageFetcher, parse_url
 from app.imaging.photo import Photo
-from app.services.observation import MAX_PHOTOS, Observation
 
 router = APIRouter(tags=["identify"])
 
@@ -43,7 +43,7 @@ router = APIRouter(tags=["identify"])
     ),
 )
 async def identify(
-    service: ObservationDep,
+    identifier: IdentifierDep,
     fetcher: FetcherDep,
     settings: SettingsDep,
     steering: SteeringDep,
@@ -67,20 +67,12 @@ async def identify(
         except ServiceError as exc:
             raise _naming(exc, number, url) from None
     chosen = frozenset(groups) if groups else None
-    plan = service.plan(chosen, steering)  # 400/404/409/503 before any download
+    plan = identifier.plan(groups=chosen, steering=steering)  # 400/404/409/503 before any download
     cap = settings.images.max_upload_bytes
     photos = [await _read(number, upload, cap) for number, upload in enumerate(uploads, 1)]
     photos += await asyncio.gather(*(_fetch(number, url, fetcher, cap) for number, url in numbered))
-    observation = Observation(
-        photos,
-        place.lat if place else None,
-        place.lon if place else None,
-        place.date if place else None,
-        chosen,
-        top_k,
-        steering,
-    )
-    return presenters.observation(await service.identify(observation, plan))
+    request = Request(photos, place, steering, top_k, groups=chosen)
+    return presenters.observation(await identifier.identify(request, plan))
 
 
 async def _read(number: int, upload: UploadFile, cap: int) -> Photo:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app.api import presenters
 from app.api.deps import AdminDep, FetcherDep, IndexWriterDep, LookupDep, SettingsDep
 from app.api.image_input import ImageInputDep, read_upload
-from app.api.routes.classify import TopK
+from app.api.params import TopK
 from app.api.schemas import IndexInfo, IndexItemsResponse, LookupResponse, error_responses
 
 router = APIRouter(tags=["lookup"])

@@ -1,4 +1,6 @@
-"""The CPU-bound middle of every answer: decode -> model, called *inference* throughout.
+"""Decode -> one model, called *inference* throughout: the building block under the request
+path's ``run`` stage, and what the offline side (index building, calibration, training) runs
+over photos on disk.
 
 ``infer_now`` does both in the calling thread (a worker thread). ``infer`` is what the server
 awaits: the same in one worker-thread hop, or, for a model with a micro-batcher, the decode in a
@@ -25,7 +27,7 @@ import numpy.typing as npt
 
 from app.errors import ServiceError
 from app.imaging.decode import DecodedImage, Transform, decode
-from app.models.registry import LoadedModel
+from app.models.loaded import LoadedModel
 from app.models.runner import InferenceRunner
 
 

@@ -1,6 +1,6 @@
 """Species lists a request narrows its answer to: installed under LISTS_DIR (``NAME.txt``, one
 scientific name a line, ``#`` comments; BirdNET's ``Genus species_Common name`` lines; a CSV with
-a name column) or uploaded beside the photos, both under one byte cap (SPECIES_LIST_MAX_BYTES)."""
+a name column) or uploaded beside the photos, both under one byte cap (LISTS_MAX_BYTES)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Literal
 
 from app.errors import BadRequest, PayloadTooLarge, SpeciesListNotFound
-from app.services.taxon_filter import normalise
-from app.settings import RankingSettings
+from app.settings import ListSettings
+
+
+def normalise(name: str) -> str:
+    """Names compare case-insensitively, whatever the spacing: ``vanessa  Cardui`` is Vanessa cardui."""
+    return " ".join(name.split()).casefold()
+
 
 # The header cells a CSV list may name its scientific names by (case-insensitive).
 NAME_COLUMNS = ("scientific_name", "scientificname", "scientific name", "name", "species", "taxon", "label")
@@ -84,8 +89,8 @@ class SpeciesLists:
         self.folder, self.max_bytes = folder, max_bytes
 
     @classmethod
-    def from_settings(cls, ranking: RankingSettings) -> SpeciesLists:
-        return cls(ranking.lists_dir, ranking.species_list_max_bytes)
+    def from_settings(cls, lists: ListSettings) -> SpeciesLists:
+        return cls(lists.dir, lists.max_bytes)
 
     def available(self) -> list[str]:
         if not self.folder.is_dir():
@@ -119,6 +124,6 @@ class SpeciesLists:
     def _check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:
             raise PayloadTooLarge(
-                f"species list {what} is larger than {self.max_bytes} bytes (SPECIES_LIST_MAX_BYTES)",
+                f"species list {what} is larger than {self.max_bytes} bytes (LISTS_MAX_BYTES)",
                 detail={"max_bytes": self.max_bytes},
             )

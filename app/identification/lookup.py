@@ -1,5 +1,6 @@
-"""Identify a photo by similarity: embed, project, nearest indexed photos, vote. The one path
-for POST /img_url and ``evaluate --index``."""
+"""The species index's answer: embed, project, nearest indexed photos, vote. In: a photo (or the
+features ``run`` already has of an observation's photos). Out: a ``LookupAnswer``. The one path
+for POST /img_url, /v1/identify's ``index`` and ``evaluate --index``."""
 
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ from app.core import Label
 from app.enrich.taxonomies import TaxonomyBook, index_taxonomy_path
 from app.enrich.taxonomy import Rollup, Taxon, rollup
 from app.errors import IndexUnavailable
+from app.identification.timings import InferenceObserver, Timings
 from app.imaging.decode import DecodedImage
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
 from app.index.store import IndexStore
 from app.index.vote import SpeciesVote, query
+from app.models.inference import infer, infer_files
 from app.models.registry import LoadedModel
 from app.models.runner import InferenceRunner
-from app.pipeline import infer, infer_files
-from app.services.identify import InferenceObserver, Timings, observe
 from app.settings import IndexSettings, RankingSettings
 
 LookupNoMatch = Literal["empty_index", "low_confidence"]
@@ -100,7 +101,10 @@ class Lookup:
         index, embedder = await self.current()
         started = time.perf_counter()
         inference = await infer(self.runner, embedder, photo.data, self.max_pixels)
-        observe(self.observer, embedder.name, photo, inference.decode_ms, inference.infer_ms)
+        if self.observer is not None:
+            self.observer.observe_photo(inference.decode_ms, {embedder.name: inference.infer_ms})
+            if photo.fetch_ms is not None:
+                self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
         search_started = time.perf_counter()
         (votes,) = await self.runner.run(self.votes, index, inference.output[np.newaxis])
         search_ms = (time.perf_counter() - search_started) * 1000
@@ -129,9 +133,15 @@ class Lookup:
         )
 
     def interpret(
-        self, index: SpeciesIndex, votes: list[SpeciesVote], top_k: int | None = None
+        self,
+        index: SpeciesIndex,
+        votes: list[SpeciesVote],
+        top_k: int | None = None,
+        root: Path | None = None,
     ) -> LookupAnswer:
-        taxonomy = self.taxonomies.get(index_taxonomy_path(self.root) if self.root else None)
+        """``root``: the index's folder (its taxonomy file), when it is not the served one."""
+        root = root or self.root
+        taxonomy = self.taxonomies.get(index_taxonomy_path(root) if root else None)
         species = [
             LookupHit(
                 rank=position,
@@ -165,8 +175,10 @@ class Lookup:
         top_k: int | None = None,
         workers: int,
         on_progress: Callable[[int], None] | None = None,
+        root: Path | None = None,
     ) -> FileLookups:
-        """Photos on disk through the same embed -> vote (blocking: the CLI's evaluate --index)."""
+        """Photos on disk through the same embed -> vote (blocking: the CLI's evaluate --index);
+        ``root``: the index's folder, when it is not the served one."""
         inferred = infer_files(
             embedder, paths, max_pixels=self.max_pixels, workers=workers, on_progress=on_progress
         )
@@ -174,5 +186,5 @@ class Lookup:
         good = np.flatnonzero(inferred.ok)
         if good.size:
             for i, votes in zip(good, self.votes(index, inferred.outputs[good]), strict=True):
-                results[i] = self.interpret(index, votes, top_k)
+                results[i] = self.interpret(index, votes, top_k, root)
         return FileLookups(paths, results, inferred.failures)

@@ -1,0 +1,116 @@
+"""``open_services(settings)``: the one place the service's parts are put together, for the
+server's lifespan and every command of the CLI alike, so a command answers exactly as the
+server does.
+
+Opening builds everything and loads nothing; ``Services.load`` (blocking: a worker thread)
+loads the models, the served species index and the taxonomy files. The server starts it in the
+background, so /health/live answers at once; a command loads in the foreground, and
+``only=NAME`` loads just that model (and a head's embedder). Everything opened is closed on
+exit, each closer pushed as soon as its resource exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from app.core.rate_limit import RateLimiter
+from app.enrich.gbif import GbifClient, open_gbif
+from app.enrich.geo import GeoPrior
+from app.enrich.taxonomies import TaxonomyBook
+from app.identification.lookup import Lookup
+from app.identification.service import Identifier
+from app.identification.steer import GeoWeighting
+from app.imaging.fetch import ImageFetcher, build_client
+from app.index.store import IndexStore
+from app.metrics import Metrics
+from app.models.registry import Registry, read_manifests
+from app.models.runner import InferenceRunner
+from app.services.index_writes import IndexWriter
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request or a command needs; the server keeps it as ``app.state.services``."""
+
+    settings: Settings
+    metrics: Metrics  # stage timings, batch sizes, queue depth: the server's /metrics
+    registry: Registry
+    runner: InferenceRunner
+    taxonomies: TaxonomyBook
+    gbif: GbifClient
+    fetcher: ImageFetcher
+    index_store: IndexStore
+    identifier: Identifier
+    lookup: Lookup
+    index_writer: IndexWriter
+    explain_slots: asyncio.Semaphore  # POST /v1/explain: at most this many at once
+    rate_limiter: RateLimiter | None  # per API key (or client), when SECURITY_RATE_LIMIT_PER_MINUTE
+
+    def load(self) -> None:
+        """Blocking; a worker thread. Never raises for one model's problem (its state says)."""
+        self.registry.load_all()
+        self.index_store.refresh()  # after the models: the index names its embedder
+        for model in self.registry.entries():  # read taxonomy files now, not on a first request
+            self.taxonomies.get(model.taxonomy_path)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, only: str | None = None) -> AsyncIterator[Services]:
+    """``only``: open the registry with just this model (and a head's embedder)."""
+    async with AsyncExitStack() as stack:
+        metrics = observer = Metrics()
+        manifest = read_manifests(settings.models, only)
+        registry = Registry.from_settings(
+            manifest, settings.models, settings.admission, on_batch=metrics.observe_batch
+        )
+        stack.callback(registry.close)
+        admission = settings.admission
+        runner = InferenceRunner(workers=admission.inference_workers, max_queue=admission.max_queue)
+        metrics.watch(runner, registry)
+        stack.push_async_callback(asyncio.to_thread, runner.shutdown)
+        gbif = await stack.enter_async_context(open_gbif(settings.gbif))
+        client = await stack.enter_async_context(build_client(settings.fetch))
+        taxonomies = TaxonomyBook()
+        max_pixels = settings.images.max_pixels
+        store = IndexStore(settings.index.dir, registry)
+        lookup = Lookup(
+            store,
+            runner,
+            taxonomies,
+            settings.index,
+            settings.ranking,
+            max_pixels=max_pixels,
+            observer=observer,
+        )
+        identifier = Identifier(
+            registry,
+            runner,
+            taxonomies,
+            settings.ranking,
+            max_pixels=max_pixels,
+            geo=GeoWeighting(GeoPrior(gbif, settings.geo_prior)),  # one prior: its cell lookups are shared
+            lookup=lookup,
+            observer=observer,
+        )
+        security = settings.security
+        yield Services(
+            settings=settings,
+            metrics=metrics,
+            registry=registry,
+            runner=runner,
+            taxonomies=taxonomies,
+            gbif=gbif,
+            fetcher=ImageFetcher(client, settings.fetch),
+            index_store=store,
+            identifier=identifier,
+            lookup=lookup,
+            index_writer=IndexWriter(lookup, runner, max_pixels=max_pixels),
+            explain_slots=asyncio.Semaphore(admission.explain_concurrency),
+            rate_limiter=RateLimiter(security.rate_limit_per_minute, security.rate_limit_burst)
+            if security.rate_limit_per_minute
+            else None,
+        )
