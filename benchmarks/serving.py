@@ -35,8 +35,9 @@ concurrency 16 and 4 (photos in flight); the two sides are driven in turns (iden
 identify, ...) for ``--rounds`` rounds and it prints photos/s per side (medians) and
 identify/pair, PASS at or above ``--min-identify-ratio`` (exit status 1 if not); beside it the
 service's CPU ms per photo (all threads, and the event loop's part), which other load on a shared
-machine moves far less than photos/s, and the ceiling without HTTP: identify's worker job (one
-decode, both models) against two decode -> model jobs, on the service's worker threads.
+machine moves far less than photos/s, and the ceiling without HTTP: ``Identifier.identify`` of
+each photo (one decode, both models) against a request naming each model (a decode each), on the
+service's worker threads.
 ``--pairs sequential`` sends /insect_url only after /bird_url answered (a page awaiting each).
 """
 
@@ -197,13 +198,15 @@ async def drive(url: str, route: str, payloads: list[tuple[str, bytes | str]], c
 
 def in_process(photos: list[bytes], workers: int, total: int) -> tuple[float, float, float]:
     """(a): the service's infer_now (decode -> model) on `workers` threads, no HTTP."""
+    from app.models.inference import infer_now
     from app.models.registry import open_registry
-    from app.pipeline import infer_now
-    from app.settings import ImageSettings, ModelSettings
+    from app.settings import AdmissionSettings, ImageSettings, ModelSettings
 
     max_pixels = ImageSettings().max_pixels
     registry = open_registry(
-        ModelSettings(manifest=BIRDS_MANIFEST, inference_workers=workers), only="aiy_birds_v1"
+        ModelSettings(manifest=BIRDS_MANIFEST),
+        AdmissionSettings(inference_workers=workers),
+        only="aiy_birds_v1",
     )
     model = registry.get_ready("aiy_birds_v1")
 
@@ -312,9 +315,9 @@ def main() -> None:
         sys.exit(compare_identify(args.rounds, totals, args.concurrency, args.pairs, args.min_identify_ratio))
     if args.baseline:
         sys.exit(compare_with(args.baseline, args.rounds, args.requests, args.min_ratio))
-    from app.settings import ModelSettings
+    from app.settings import AdmissionSettings
 
-    workers = ModelSettings().inference_workers  # (a) gets the service's own default
+    workers = AdmissionSettings().inference_workers  # (a) gets the service's own default
     work = Path(tempfile.mkdtemp(prefix="species-bench-"))
     write_birds_manifest()
     sets = photo_sets(work)
@@ -608,38 +611,58 @@ async def drive_observations(url: str, plans: list[list[bytes]], concurrency: in
 
 
 def in_process_identify(photos: list[bytes], workers: int, total: int, rounds: int) -> dict[str, list[tuple]]:
-    """The ceiling, no HTTP: per photo, the worker job /v1/identify runs (one decode, every model:
-    ``ObservationService._run_photo``) against two ``infer_now`` jobs (decode -> model, once per
-    model, as /bird_url and /insect_url run them), on ``workers`` threads, in turns; per side and
-    round (photos/s, CPU ms per photo of this process)."""
+    """The ceiling, no HTTP: per photo, what /v1/identify runs (``Identifier.identify`` of a
+    ``Request`` of the photo: one decode, every model, judged and decided) against what /bird_url
+    and /insect_url run (a ``Request`` naming each model, ``scores="model"``: a decode per model),
+    on the service's ``InferenceRunner`` with ``workers`` threads, in turns; per side and round
+    (photos/s, CPU ms per photo of this process)."""
+    import asyncio
+
+    from app.enrich.taxonomies import TaxonomyBook
+    from app.identification.request import Request
+    from app.identification.service import Identifier
     from app.imaging.photo import Photo
     from app.models.registry import open_registry
-    from app.pipeline import infer_now
-    from app.services.observation import ObservationService
-    from app.settings import ImageSettings, ModelSettings, RankingSettings
+    from app.models.runner import InferenceRunner
+    from app.settings import AdmissionSettings, ImageSettings, ModelSettings, RankingSettings
 
     max_pixels = ImageSettings().max_pixels
-    registry = open_registry(ModelSettings(manifest=IDENTIFY_MANIFEST, inference_workers=workers))
+    registry = open_registry(
+        ModelSettings(manifest=IDENTIFY_MANIFEST), AdmissionSettings(inference_workers=workers)
+    )
     models = [m for m in registry.entries() if m.spec.task == "classifier" and m.state == "ready"]
-    service = ObservationService(registry, None, None, RankingSettings(), max_pixels=max_pixels)  # type: ignore[arg-type]
+    in_flight = 2 * workers  # enough to keep every worker thread busy; the runner admits them all
+    runner = InferenceRunner(workers=workers, max_queue=in_flight)
+    identifier = Identifier(registry, runner, TaxonomyBook(), RankingSettings(), max_pixels=max_pixels)
     uploads = [Photo(data=d, source="upload") for d in photos]
-    jobs = {
-        "identify": [functools.partial(service._run_photo, 1, uploads[i % len(photos)], models, None)
-                     for i in range(total)],
-        "pair": [functools.partial(infer_now, m, photos[i % len(photos)], max_pixels)
+    requests = {
+        "identify": [Request([uploads[i % len(photos)]], with_index=False) for i in range(total)],
+        "pair": [Request([uploads[i % len(photos)]], model=m.name, scores="model", with_index=False)
                  for i in range(total) for m in models],
     }  # fmt: skip
-    results: dict[str, list[tuple]] = {side: [] for side in jobs}
-    with ThreadPoolExecutor(workers) as pool:
-        for side in jobs:  # warm-up
-            list(pool.map(lambda job: job(), jobs[side][: workers * 4]))
+
+    async def answer_all(side: list[Request]) -> None:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(request: Request) -> None:
+            async with gate:
+                await identifier.identify(request)
+
+        await asyncio.gather(*(one(request) for request in side))
+
+    results: dict[str, list[tuple]] = {side: [] for side in requests}
+    try:
+        for side in requests:  # warm-up
+            asyncio.run(answer_all(requests[side][: workers * 4]))
         for i in range(rounds):
-            for side in list(jobs) if i % 2 == 0 else list(jobs)[::-1]:
+            for side in list(requests) if i % 2 == 0 else list(requests)[::-1]:
                 started, cpu = time.perf_counter(), time.process_time()
-                list(pool.map(lambda job: job(), jobs[side]))
+                asyncio.run(answer_all(requests[side]))
                 elapsed = time.perf_counter() - started
                 results[side].append((total / elapsed, (time.process_time() - cpu) * 1000 / total))
-    registry.close()
+    finally:
+        runner.shutdown()
+        registry.close()
     return results
 
 
@@ -651,9 +674,9 @@ def compare_identify(rounds: int, totals: dict[str, int], concurrencies: list[in
     entries = write_identify_manifest()
     routes = [f"/{e['group']}_url" for e in entries]
     sets = photo_sets(work)
-    from app.settings import ModelSettings
+    from app.settings import AdmissionSettings
 
-    workers = ModelSettings().inference_workers
+    workers = AdmissionSettings().inference_workers
     ceiling_rounds = rounds
     ceilings = {
         name: in_process_identify([p.read_bytes() for p in photos], workers, totals[name], ceiling_rounds)
@@ -746,7 +769,7 @@ def compare_identify(rounds: int, totals: dict[str, int], concurrencies: list[in
               + " ".join(f"{x:.2f}" for x in per_round))  # fmt: skip
     print(f"PASS: identify/pair (photos/s, medians) >= {min_ratio}; paired: the median of the rounds' ratios")
     print(f"\nThe ceiling, no HTTP ({ceiling_rounds} rounds in turns, {workers} worker threads, medians): "
-          "identify's worker job per photo vs two decode -> model jobs")  # fmt: skip
+          "Identifier.identify per photo (one decode, every model) vs a request per model")  # fmt: skip
     for name, ceiling in ceilings.items():
         med = {side: np.median(np.array(r), axis=0) for side, r in ceiling.items()}
         ident, pair = med["identify"], med["pair"]

@@ -76,6 +76,24 @@ def test_json_is_what_the_server_answers(photo, real_manifest, server):
         assert f"no match: {mine['no_match_reason']}" in text
 
 
+def test_a_place_steers_classify_as_it_does_the_endpoint(real_manifest):
+    """`--lat/--lon/--date/--geo` reach the same steering as the API's parameters: GBIF
+    unreachable, the answer says so and is the model's own; geo=off ignores the place."""
+    dead = {"GBIF_API_URL": "http://127.0.0.1:9/v1", "GEO_PRIOR_TIMEOUT": "1"}
+    plain = json.loads(
+        ok(run_cli("classify", CHICKADEE, "--model aiy_birds_v1 --json", manifest=real_manifest)).stdout
+    )
+    placed = "--model aiy_birds_v1 --json --lat 40.2 --lon -75.3 --date 2026-05-01"
+    steered = json.loads(ok(run_cli("classify", CHICKADEE, placed, manifest=real_manifest, env=dead)).stdout)
+    assert plain["geo"]["status"] == "not_requested"
+    assert steered["geo"]["status"] in ("unavailable", "not_linked"), steered["geo"]
+    assert steered["results"] == plain["results"]  # no prior to apply: the model's own answer
+    off = json.loads(ok(run_cli("classify", CHICKADEE, placed, "--geo off", manifest=real_manifest)).stdout)
+    assert off["geo"]["status"] == "off" and off["results"] == plain["results"]
+    half = run_cli("classify", CHICKADEE, "--model aiy_birds_v1 --lat 40.2", manifest=real_manifest)
+    assert refused(half) == "error: give --lat and --lon together"
+
+
 def test_an_unreadable_photo_exits_2_with_the_reason(tmp_path, real_manifest):
     notes = tmp_path / "notes.jpg"
     notes.write_text("field notes, not a photo")

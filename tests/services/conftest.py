@@ -1,7 +1,8 @@
-"""Fixtures for the service tests: the services are called directly (no HTTP), on the real
-models from ../shared where the test is marked ``shared`` and on a small SavedModel the tests
-build where it can run without them. Loaded registries, the Leeds split and its index are
-session-wide (built once; a test that writes to the index copies it first)."""
+"""Fixtures for the service tests and the request path's (tests/identification uses them as
+they are): the services are called directly (no HTTP), on the real models from ../shared where
+the test is marked ``shared`` and on a small SavedModel the tests build where it can run without
+them. Loaded registries, the Leeds split and its index are session-wide (built once per
+directory; a test that writes to the index copies it first)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from app.models.registry import Registry, open_registry
 from app.models.runner import InferenceRunner
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 from tests.services.helpers import LEFT_OUT, MAX_PIXELS, TOY_CLASSES, species_folders
 from tests.support.manifests import BIRDS, INSECTS, aiy_entry, insects_features_entry, write_manifest
 from tests.support.models import build_classifier_savedmodel
@@ -52,7 +53,7 @@ def real_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_registry(real_manifest: Path) -> Iterator[Registry]:
-    registry = open_registry(ModelSettings(manifest=real_manifest, inference_workers=2))
+    registry = open_registry(ModelSettings(manifest=real_manifest), AdmissionSettings(inference_workers=2))
     yield registry
     registry.close()
 

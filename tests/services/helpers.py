@@ -1,21 +1,30 @@
-"""What the service tests share besides fixtures: photos of nothing, an observer that records,
-the toy model's manifest entry, a classifier built by hand for ``interpret``, Leeds folders."""
+"""What the service tests (tests/services, tests/identification) share besides fixtures: the toy
+model's manifest entry, a classifier built by hand for crafted probabilities, an Identifier and
+the classifier endpoints' question to it, Leeds folders."""
 
 from __future__ import annotations
 
-import io
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import numpy.typing as npt
 
 from app.core import Label
 from app.enrich.taxonomies import TaxonomyBook
+from app.identification.answer import Answer
+from app.identification.plan import Plan, plan_for
+from app.identification.request import Place, Request, Steering
+from app.identification.run import ModelOutput
+from app.identification.service import Identifier
+from app.identification.steer import steer_now
+from app.imaging.photo import Photo
 from app.models.loaded import LoadedModel
-from app.models.manifest import ModelSpec
+from app.models.manifest import Manifest, ModelSpec
+from app.models.registry import Registry
 from app.models.runner import InferenceRunner
-from app.services.identify import Identifier
+from app.models.scope import ModelScope
 from app.settings import ImageSettings, RankingSettings
 
 MAX_PIXELS = ImageSettings().max_pixels
@@ -24,43 +33,53 @@ TOY_BACKGROUND = 4
 LEFT_OUT = ("Vanessa cardui", "Pieris rapae")  # Leeds species not in the built index: added later
 
 
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def grey_png(size: int = 300) -> bytes:
-    return png(Image.new("RGB", (size, size), (128, 128, 128)))
-
-
-def noise_png(size: int = 300, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    return png(Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB"))
-
-
-class Recorder:
-    """An InferenceObserver that remembers what it was told."""
-
-    def __init__(self) -> None:
-        self.inferences: list[tuple[str, float, float]] = []
-        self.shared: list[tuple[float, dict[str, float]]] = []
-        self.fetches: list[tuple[float, int]] = []
-
-    def observe_inference(self, model: str, decode_ms: float, infer_ms: float) -> None:
-        self.inferences.append((model, decode_ms, infer_ms))
-
-    def observe_shared(self, decode_ms: float, infer_ms: dict[str, float]) -> None:
-        self.shared.append((decode_ms, infer_ms))
-
-    def observe_fetch(self, fetch_ms: float, size: int) -> None:
-        self.fetches.append((fetch_ms, size))
-
-
 def make_identifier(
-    runner: InferenceRunner, ranking: RankingSettings | None = None, **kwargs: Any
+    runner: InferenceRunner,
+    ranking: RankingSettings | None = None,
+    registry: Registry | None = None,
+    **kwargs: Any,
 ) -> Identifier:
-    return Identifier(runner, TaxonomyBook(), ranking or RankingSettings(), max_pixels=MAX_PIXELS, **kwargs)
+    """``registry``: the models a request may name (none: answers from given probabilities and
+    ``identify_files`` only)."""
+    registry = registry or Registry(Manifest(base_dir=Path.cwd(), models=[]))
+    return Identifier(
+        registry, runner, TaxonomyBook(), ranking or RankingSettings(), max_pixels=MAX_PIXELS, **kwargs
+    )
+
+
+def classify(
+    identifier: Identifier,
+    model: str,
+    photo: Photo,
+    top_k: int | None = None,
+    *,
+    steering: Steering | None = None,
+    place: Place | None = None,
+) -> Answer:
+    """What a classifier endpoint (/bird_url, /v1/classify/MODEL) asks: one photo, one named
+    model, the model's own probabilities, no species index."""
+    steering = steering or Steering()
+    request = Request([photo], place, steering, top_k, model=model, scores="model", with_index=False)
+    return asyncio.run(identifier.identify(request, identifier.plan(model=model, steering=steering)))
+
+
+def interpret(
+    identifier: Identifier,
+    model: LoadedModel,
+    probabilities: npt.NDArray[np.float32],
+    top_k: int | None = None,
+    *,
+    features: npt.NDArray[np.float32] | None = None,
+    plan: Plan | None = None,
+) -> Answer:
+    """One output of ``model`` answered as a classifier endpoint answers its photo (the model's
+    own probabilities, no place): ``identify_files``' steps for one photo, on given numbers."""
+    plan = plan or plan_for([model], identifier.taxonomies, Steering(), identifier.ranking)
+    verdicts, chosen, why = identifier.judge(
+        [{model.name: ModelOutput(probabilities, features)}], plan, "model"
+    )
+    steered = steer_now(chosen.probabilities, model, plan)
+    return identifier.conclude(verdicts, chosen, why, plan, "model", top_k, steered, steered.geo)
 
 
 def toy_entry(model: Path, labels: Path, name: str = "toy_v1", **overrides: Any) -> dict[str, Any]:
@@ -79,8 +98,8 @@ def toy_entry(model: Path, labels: Path, name: str = "toy_v1", **overrides: Any)
 
 
 def crafted_model(taxonomy: Path | None = None) -> LoadedModel:
-    """A classifier with just what ``interpret`` reads (the spec's background, the labels, the
-    taxonomy path) and no weights: probabilities are handed to it."""
+    """A classifier with just what an answer reads (the spec's background, the labels, the
+    taxonomy path, an uncalibrated scope) and no weights: probabilities are handed to it."""
     spec = ModelSpec(
         name="crafted_v1",
         task="classifier",
@@ -90,7 +109,8 @@ def crafted_model(taxonomy: Path | None = None) -> LoadedModel:
         background_index=TOY_BACKGROUND,
     )
     labels = [Label(scientific_name=name) for name in TOY_CLASSES]
-    return LoadedModel(spec, state="ready", labels=labels, taxonomy_path=taxonomy)
+    scope = ModelScope(None, None, background_index=TOY_BACKGROUND)
+    return LoadedModel(spec, state="ready", labels=labels, taxonomy_path=taxonomy, scope=scope)
 
 
 def probabilities(*values: float) -> np.ndarray:

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.identification.request import Request
 from app.index.species_folders import LabelledImage
 from app.models.registry import LoadedModel, Registry, open_registry
 from app.models.scope import Calibration, calibrate, load_calibration
 from app.services import calibration as service
-from app.services.observation import Observation
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 from tests.services.conftest_observation import (
     BIRDS_MODEL,
     INSECTS_MODEL,
@@ -148,7 +148,8 @@ def fallback_registry(tmp_path_factory: pytest.TempPathFactory, fits) -> Iterato
     for entry in entries[1:]:
         del entry["group"]  # a group has one model
     registry = open_registry(
-        ModelSettings(manifest=write_manifest(folder / "models.toml", entries), inference_workers=2)
+        ModelSettings(manifest=write_manifest(folder / "models.toml", entries)),
+        AdmissionSettings(inference_workers=2),
     )
     yield registry
     registry.close()
@@ -164,8 +165,8 @@ def test_without_a_usable_calibration_the_scope_is_max_probability_at_min_score(
     assert model.scope.calibration is None and model.scope.signal == "max_probability"
     assert model.scope.threshold is None
 
-    observation = make_service(fallback_registry, runner)
-    answer = asyncio.run(observation.identify(Observation([file_photo(CHICKADEE)], groups=None)))
+    identifier = make_service(fallback_registry, runner)
+    answer = asyncio.run(identifier.identify(Request([file_photo(CHICKADEE)])))
     verdict = next(v for v in answer.verdicts if v.model.name == name)
     raw = model.predict(_pixels(model, CHICKADEE))[0]
     species = raw.copy()

@@ -8,7 +8,7 @@ import pytest
 from app.models.manifest import load_manifest
 from app.models.registry import Registry, open_registry
 from app.services.catalog import endpoint_of, status_of
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 from tests.services.helpers import toy_entry
 from tests.support.manifests import write_manifest
 
@@ -30,7 +30,7 @@ def catalog(tmp_path_factory, toy_model):
         toy_entry(model_dir, labels, name="tampered_v1", sha256="0" * 64),
     ]
     manifest = write_manifest(root / "models.toml", entries)
-    registry = open_registry(ModelSettings(manifest=manifest, inference_workers=1))
+    registry = open_registry(ModelSettings(manifest=manifest), AdmissionSettings(inference_workers=1))
     yield registry, manifest
     registry.close()
 

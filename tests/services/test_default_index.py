@@ -12,7 +12,7 @@ import pytest
 from app.index.artifacts import IndexDir
 from app.services.default_index import ensure_default_index
 from app.services.index_hint import DEFAULT_EMBEDDER, build_command
-from app.settings import IndexSettings, ModelSettings, Settings
+from app.settings import AdmissionSettings, IndexSettings, ModelSettings, Settings
 from tests.cli.runner import species_folders
 from tests.support.manifests import insects_features_entry, write_manifest
 from tests.support.reference import leeds
@@ -22,8 +22,11 @@ LEEDS = SHARED / "datasets" / "leedsbutterfly"
 
 
 def settings_for(manifest: Path, index: Path) -> Settings:
-    models = ModelSettings(manifest=manifest, inference_workers=2)
-    return Settings(models=models, index=IndexSettings(dir=index))
+    return Settings(
+        models=ModelSettings(manifest=manifest),
+        admission=AdmissionSettings(inference_workers=2),
+        index=IndexSettings(dir=index),
+    )
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from app.enrich.taxonomies import TaxonomyBook
+from app.identification.lookup import Lookup
 from app.imaging.photo import Photo
 from app.index.artifacts import IndexDir
 from app.index.store import IndexStore
 from app.services.index_writes import IndexWriter
-from app.services.lookup import Lookup
 from app.settings import IndexSettings, RankingSettings
 from tests.services.helpers import MAX_PIXELS, photos_in
 

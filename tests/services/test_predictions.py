@@ -13,23 +13,30 @@ import pytest
 
 from app.core import InputSpec, Label
 from app.enrich.taxonomies import TaxonomyBook
+from app.identification.answer import FileAnswers
+from app.identification.lookup import FileLookups, Lookup
 from app.index.artifacts import EmbedderIdentity, IndexManifest, SpeciesIndex
 from app.index.vote import SpeciesVote
-from app.services.identify import FileIdentifications
-from app.services.lookup import FileLookups, Lookup
 from app.services.predictions import predictions_of_index, predictions_of_model
 from app.settings import IndexSettings, RankingSettings
 from app.training.predictions import write_predictions_csv
-from tests.services.helpers import MAX_PIXELS, TOY_CLASSES, crafted_model, make_identifier, probabilities
+from tests.services.helpers import (
+    MAX_PIXELS,
+    TOY_CLASSES,
+    crafted_model,
+    interpret,
+    make_identifier,
+    probabilities,
+)
 
 
 def test_predictions_of_model_keep_order_scores_and_failures(runner):
     model = crafted_model()
     identifier = make_identifier(runner)
-    a = identifier.interpret(model, probabilities(0.1, 0.6, 0.2, 0.0, 0.1), top_k=3)
-    b = identifier.interpret(model, probabilities(0.0, 0.0, 0.05, 0.9, 0.05), top_k=3)
+    a = interpret(identifier, model, probabilities(0.1, 0.6, 0.2, 0.0, 0.1), top_k=3)
+    b = interpret(identifier, model, probabilities(0.0, 0.0, 0.05, 0.9, 0.05), top_k=3)
     paths = [Path("a.jpg"), Path("broken.jpg"), Path("b.jpg")]
-    found = FileIdentifications(paths, [a, None, b], [(Path("broken.jpg"), "not an image")])
+    found = FileAnswers(paths, [a, None, b], [(Path("broken.jpg"), "not an image")])
 
     predictions = predictions_of_model(model, found)
     assert predictions.source == "tflite crafted_v1"

@@ -18,7 +18,7 @@ import pytest
 from app.errors import ManifestInvalid
 from app.models.registry import Registry, open_registry
 from app.services.reload import reload_models, watch_manifest
-from app.settings import ModelSettings
+from app.settings import AdmissionSettings, ModelSettings
 from tests.services.helpers import toy_entry
 from tests.support.manifests import write_manifest
 
@@ -31,7 +31,7 @@ def served(tmp_path, toy_model) -> Iterator[tuple[Registry, Path, Path]]:
     shutil.copytree(model_dir, tmp_path / "toy")
     shutil.copyfile(labels, tmp_path / "labelmap.csv")
     manifest = write_manifest(tmp_path / "models.toml", [toy_entry(Path("toy"), Path("labelmap.csv"))])
-    registry = open_registry(ModelSettings(manifest=manifest, inference_workers=1))
+    registry = open_registry(ModelSettings(manifest=manifest), AdmissionSettings(inference_workers=1))
     assert registry.get_ready("toy_v1").state == "ready"
     yield registry, manifest, tmp_path / "toy"
     registry.close()

@@ -3,7 +3,6 @@ subset; its files and validation report, its manifest entry, and that the entry 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 from dataclasses import replace
@@ -16,8 +15,8 @@ from app.index.species_folders import LabelledImage
 from app.models.manifest import ManifestError, load_manifest, load_manifests
 from app.models.registry import open_registry
 from app.services.train import TrainOutcome, TrainRequest, entry_for, register, train
-from app.settings import ModelSettings
-from tests.services.helpers import MAX_PIXELS, make_identifier
+from app.settings import AdmissionSettings, ModelSettings
+from tests.services.helpers import MAX_PIXELS, classify, make_identifier
 from tests.support.manifests import insects_features_entry, write_manifest
 
 pytestmark = pytest.mark.shared
@@ -102,12 +101,14 @@ def test_register_adds_an_entry_that_loads_and_serves(trained, chosen, runner):
     # Beside the manifest: relative to it.
     assert spec.file == "leeds_head/head.npz" and spec.labels == "leeds_head/labels.csv"
 
-    registry = open_registry(ModelSettings(manifest=shipped, inference_workers=2), only="leeds_head")
+    registry = open_registry(
+        ModelSettings(manifest=shipped), AdmissionSettings(inference_workers=2), only="leeds_head"
+    )
     try:
         head = registry.get_ready("leeds_head", task="classifier")
-        identifier = make_identifier(runner)
+        identifier = make_identifier(runner, registry=registry)
         unseen = [(p, name) for name, paths in chosen.items() for p in paths[8:]]  # never trained on
-        answers = [asyncio.run(identifier.identify(head, Photo(p.read_bytes(), "file"))) for p, _ in unseen]
+        answers = [classify(identifier, head.name, Photo(p.read_bytes(), "file")) for p, _ in unseen]
         tops = [answer.species[0].label.scientific_name for answer in answers]
         correct = sum(top == name for top, (_, name) in zip(tops, unseen, strict=True))
         assert correct >= 13, (correct, tops)  # of 16; measured 16

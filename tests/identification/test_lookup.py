@@ -1,4 +1,4 @@
-"""services.lookup: identify by similarity over a real species index (Leeds butterflies embedded
+"""identification.lookup: identify by similarity over a real species index (Leeds butterflies embedded
 by the insects model's pre-logits): held-out photos, low confidence, no index, the offline
 identify_files path and the index's own taxonomy."""
 
@@ -12,11 +12,12 @@ import pytest
 
 from app.enrich.taxonomies import TaxonomyBook
 from app.errors import IndexUnavailable
+from app.identification.lookup import Lookup
 from app.imaging.photo import Photo
 from app.index.store import IndexStore
-from app.services.lookup import Lookup
 from app.settings import IndexSettings, RankingSettings
-from tests.services.helpers import LEFT_OUT, MAX_PIXELS, Recorder, grey_png, photos_in
+from tests.identification.helpers import Recorder, grey_png
+from tests.services.helpers import LEFT_OUT, MAX_PIXELS, photos_in
 
 pytestmark = pytest.mark.shared
 
@@ -132,7 +133,7 @@ def test_the_observer_hears_the_embedder(store, runner, held_indexed):
     lookup = make_lookup(store, runner, observer=recorder)
     asyncio.run(lookup.identify(Photo(held_indexed[0][0].read_bytes(), "url", fetch_ms=12.0)))
     asyncio.run(lookup.identify(file_photo(held_indexed[1][0])))
-    assert [model for model, _, _ in recorder.inferences] == ["aiy_insects_features"] * 2
+    assert [list(infer_ms) for _, infer_ms in recorder.photos] == [["aiy_insects_features"]] * 2
     assert recorder.fetches == [(12.0, held_indexed[0][0].stat().st_size)]
 
 

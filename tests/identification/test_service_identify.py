@@ -1,11 +1,12 @@
-"""services.observation (POST /v1/identify) on the real birds and insects models and every
-labelled real photo the tests have (tests/support/datasets.py): photos combined into an
-observation, routing to the right model, open-set rejection with held-out thresholds (5-fold, the
-protocol of the routing/open-set study), and today's classifier endpoints for comparison.
+"""identification.service as POST /v1/identify asks it (every ready classifier, calibrated scores)
+on the real birds and insects models and every labelled real photo the tests have
+(tests/support/datasets.py): photos combined into an observation, routing to the right model,
+open-set rejection with held-out thresholds (5-fold, the protocol of the routing/open-set study),
+and the classifier endpoints' answers (one named model, its own probabilities) for comparison.
 
 The photos go through the models once (fixture ``signals``) and once through
-``ObservationService.identify`` with the shipped calibrations (``in_sample``); the held-out
-figures re-decide each photo from its signals with thresholds fitted on the other folds."""
+``Identifier.identify`` with the shipped calibrations (``in_sample``); the held-out figures
+re-decide each photo from its signals with thresholds fitted on the other folds."""
 
 from __future__ import annotations
 
@@ -15,50 +16,50 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from app.enrich.taxonomies import TaxonomyBook
+from app.identification.answer import Answer, Species
+from app.identification.decide import NoMatchReason
 from app.models.scope import load_calibration
-from app.services.decision import ObservationNoMatch, ObservedSpecies
-from app.services.identify import Identifier
-from app.services.observation import ObservationAnswer
 from app.settings import RankingSettings
-from tests.services.conftest_observation import (
-    BIRDS_MODEL,
+from tests.identification.observations import (
     EXPECTED_MODEL,
     FOLDS,
-    INSECTS_MODEL,
-    MIN_SCORE,
     auroc,
     decide,
     fit_calibration,
     fold_calibrations_fixture,  # noqa: F401
     identify_all,
     in_sample_fixture,  # noqa: F401
-    in_scope_for,
     is_out_of_scope,
+    photo_set,
+    rate,
+)
+from tests.services.conftest_observation import (
+    BIRDS_MODEL,
+    INSECTS_MODEL,
+    MIN_SCORE,
+    in_scope_for,
     labelled_fixture,  # noqa: F401
     make_service,
     models_of,
     observation_registry_fixture,  # noqa: F401
-    photo_set,
-    rate,
     shipped_calibration_path,
     signals_fixture,  # noqa: F401
 )
-from tests.services.helpers import MAX_PIXELS
+from tests.services.helpers import interpret, make_identifier
 from tests.support.datasets import Labelled
 from tests.support.figures import figure
 
 pytestmark = pytest.mark.shared
 # per photo: the chosen model, whether it accepted, no_match_reason, the first species named
-Outcome = tuple[str, bool, ObservationNoMatch | None, str | None]
+Outcome = tuple[str, bool, NoMatchReason | None, str | None]
 
 
-def named(answer_species: list[ObservedSpecies], no_match: bool, truth: str) -> bool:
+def named(answer_species: list[Species], no_match: bool, truth: str) -> bool:
     """The answer names the right species first (an answer that says no_match names nothing)."""
     return not no_match and bool(answer_species) and answer_species[0].label.scientific_name == truth
 
 
-def ranked_first(answer_species: list[ObservedSpecies], truth: str) -> bool:
+def ranked_first(answer_species: list[Species], truth: str) -> bool:
     """The right species is first among the answer's species (low_confidence guesses included)."""
     return bool(answer_species) and answer_species[0].label.scientific_name == truth
 
@@ -72,7 +73,7 @@ def test_the_service_sees_what_the_models_give(in_sample, signals, labelled, obs
     for answer, found in zip(in_sample, signals, strict=True):
         for verdict in answer.verdicts:
             assert verdict.scope == pytest.approx(found[verdict.model.name].cosine, abs=1e-6)
-        assert answer.chosen is not None
+        assert answer.scores == "calibrated"
         assert answer.chosen.model.name == max(found, key=lambda name: found[name].cosine)
     for name, model in models_of(observation_registry).items():
         mine = np.flatnonzero(in_scope_for(name, labelled))
@@ -112,7 +113,7 @@ def test_combining_photos_of_one_organism_does_at_least_as_well_as_each_photo(
     obs_first = [ranked_first(a.species, labelled[g[0]].name) for a, g in zip(answers, groups, strict=True)]
     fixed = sum(1 for ok, g in zip(obs_named, groups, strict=True) if ok for i in g if not photo_named[i])
     broken = sum(1 for ok, g in zip(obs_named, groups, strict=True) if not ok for i in g if photo_named[i])
-    routed = sum(a.chosen is not None and a.chosen.model.name == INSECTS_MODEL for a in answers)
+    routed = sum(a.chosen.model.name == INSECTS_MODEL for a in answers)
     photo_rate = float(np.mean(list(photo_named.values())))
     obs_rate = float(np.mean(obs_named))
     n = len(groups)
@@ -125,8 +126,9 @@ def test_combining_photos_of_one_organism_does_at_least_as_well_as_each_photo(
     )
     assert obs_rate >= photo_rate
     assert np.mean(obs_first) >= np.mean(list(photo_first.values()))
-    assert fixed >= 1
-    assert fixed > broken
+    assert obs_rate >= 0.9  # measured 1.000 (100/100) in 3s, 0.967 (145/150) in 2s; 0.933 a photo alone
+    assert fixed >= 5 and fixed > broken  # measured 20 fixed, 0 broken (3s); 13 fixed, 3 broken (2s)
+    assert routed >= 0.95 * n  # measured every observation (100/100, 150/150) to aiy_insects_v1
 
 
 # --- 3. routing -------------------------------------------------------------------------------
@@ -137,7 +139,6 @@ def test_every_photo_of_a_group_with_a_model_goes_to_that_model(in_sample, label
     for answer, row in zip(in_sample, labelled, strict=True):
         if row.group not in EXPECTED_MODEL:
             continue
-        assert answer.chosen is not None
         per_set.setdefault(photo_set(row), []).append(answer.chosen.model.name == EXPECTED_MODEL[row.group])
     every = [ok for oks in per_set.values() for ok in oks]
     sets = ", ".join(f"{name} {rate(sum(oks), len(oks))}" for name, oks in sorted(per_set.items()))
@@ -233,7 +234,12 @@ def system_figures(outcomes: Sequence[Outcome], labelled: list[Labelled], label:
         f"{labelled[i].name} -> {outcomes[i][3]} ({outcomes[i][0]})" for i in unknown if named_any(i)
     ]
     figure(f"identify system ({label}): mixed/insects named: " + "; ".join(wrong_names))
-    return {"oos_named": wrongly / len(oos), "in_scope_right": right_model / len(in_scope)}
+    return {
+        "oos_named": wrongly / len(oos),
+        "in_scope_right": right_model / len(in_scope),
+        "in_scope_named": right_species / len(in_scope),
+        "unknown_named": sum(named_any(i) for i in unknown) / len(unknown),
+    }
 
 
 def test_out_of_scope_photos_are_rarely_named_a_species_held_out(
@@ -245,9 +251,9 @@ def test_out_of_scope_photos_are_rarely_named_a_species_held_out(
     outcomes: list[Outcome] = []
     for found, k in zip(signals, fold_calibrations.fold, strict=True):
         simulated = decide(service, fold_calibrations.calibrations[k], found)
-        species = simulated.decision.species
+        species = simulated.answer.species
         first = species[0].label.scientific_name if species else None
-        outcomes.append((simulated.chosen, simulated.accepted, simulated.decision.no_match_reason, first))
+        outcomes.append((simulated.chosen, simulated.accepted, simulated.answer.no_match_reason, first))
     temperatures = {
         m: ", ".join(f"{c[m].temperature:.3f}" for c in fold_calibrations.calibrations)
         for m in (BIRDS_MODEL, INSECTS_MODEL)
@@ -256,17 +262,17 @@ def test_out_of_scope_photos_are_rarely_named_a_species_held_out(
     found = system_figures(outcomes, labelled, f"{FOLDS}-fold held out")
     assert found["oos_named"] <= 0.10
     assert found["in_scope_right"] >= 0.85
+    assert found["in_scope_named"] >= 0.8  # measured 0.903 (324/359)
+    assert found["unknown_named"] <= 0.5  # measured 0.300 (9/30 mixed/insects the models lack)
 
 
-def test_out_of_scope_photos_are_rarely_named_a_species_in_sample(
-    in_sample: list[ObservationAnswer], labelled
-):
-    """The same through ObservationService.identify, with the shipped calibrations (fitted on
-    these very in-scope photos)."""
+def test_out_of_scope_photos_are_rarely_named_a_species_in_sample(in_sample: list[Answer], labelled):
+    """The same through Identifier.identify, with the shipped calibrations (fitted on these very
+    in-scope photos)."""
     outcomes: list[Outcome] = [
         (
-            a.chosen.model.name if a.chosen is not None else "",
-            a.chosen is not None and a.chosen.accepted,
+            a.chosen.model.name,
+            a.chosen.accepted,
             a.no_match_reason,
             a.species[0].label.scientific_name if a.species else None,
         )
@@ -275,23 +281,25 @@ def test_out_of_scope_photos_are_rarely_named_a_species_in_sample(
     found = system_figures(outcomes, labelled, "in-sample, shipped calibrations")
     assert found["oos_named"] <= 0.10
     assert found["in_scope_right"] >= 0.85
+    assert found["in_scope_named"] >= 0.8  # measured 0.919 (330/359)
+    assert found["unknown_named"] <= 0.5  # measured 0.300 (9/30)
 
 
-# --- 5. today's endpoints, for comparison -----------------------------------------------------
+# --- 5. the classifier endpoints, for comparison ----------------------------------------------
 
 
 def test_todays_classifier_endpoints_name_a_species_for_most_photos_they_do_not_cover(
     observation_registry, runner, signals, labelled
 ):
-    """/bird_url and /insect_url's rule (Identifier.interpret: best species >= MIN_SCORE and over
-    the background), and the web page's "Not sure" (the most confident of both)."""
-    identifier = Identifier(
-        runner, TaxonomyBook(), RankingSettings(min_score=MIN_SCORE), max_pixels=MAX_PIXELS
-    )
+    """/bird_url and /insect_url's rule (a request naming the model, ``scores="model"``: best
+    species >= MIN_SCORE and over the background), and the web page's "Not sure" (the most
+    confident of both)."""
+    identifier = make_identifier(runner, RankingSettings(min_score=MIN_SCORE))
     models = models_of(observation_registry)
 
     def names_one(model: str, i: int) -> bool:
-        return not identifier.interpret(models[model], signals[i][model].probabilities).no_match
+        found = signals[i][model]
+        return not interpret(identifier, models[model], found.probabilities, features=found.features).no_match
 
     def share(model: str, rows: list[int]) -> str:
         return rate(sum(names_one(model, i) for i in rows), len(rows))
@@ -326,4 +334,13 @@ def test_todays_classifier_endpoints_name_a_species_for_most_photos_they_do_not_
         f"today (MIN_SCORE {MIN_SCORE}): the most confident model names a species for out-of-scope photos "
         f"{best_share(oos)} (plants {best_share(plants)}, no organism {best_share(nothing)})"
     )
-    assert sum(names_one(BIRDS_MODEL, i) for i in plants) > 0  # what /v1/identify is for
+
+    def fraction(model: str, rows: list[int]) -> float:
+        return sum(names_one(model, i) for i in rows) / len(rows)
+
+    # What /v1/identify is for: the one-model routes name a species for what they do not cover.
+    assert fraction(BIRDS_MODEL, leeds) >= 0.35  # measured 0.527 (158/300 butterflies named a bird)
+    assert fraction(BIRDS_MODEL, plants) >= 0.15  # measured 0.269 (7/26)
+    assert fraction(INSECTS_MODEL, plants) >= 0.5  # measured 0.731 (19/26)
+    assert fraction(INSECTS_MODEL, unknown) >= 0.4  # measured 0.667 (20/30)
+    assert sum(best_names(i) for i in oos) / len(oos) >= 0.5  # measured 0.647 (33/51): "most"

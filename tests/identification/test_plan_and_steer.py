@@ -1,7 +1,7 @@
-"""app.services.steering and the ranking it feeds, called directly on a small taxonomy in GBIF's
-shape (what link-gbif writes): species lists as users write them, taxa resolved at any rank,
-what the filters keep and how they renormalise, the geo filter's nearest recorded ancestor, and
-the refusals (400, 404, 409, 413) with their reasons."""
+"""identification.plan, .species_lists and .steer, and the decision they feed, called directly on
+a small taxonomy in GBIF's shape (what link-gbif writes): species lists as users write them, taxa
+resolved at any rank, what the filters keep and how they renormalise, the geo filter's nearest
+recorded ancestor, and the refusals (400, 404, 409, 413) with their reasons."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from app.core import Label
 from app.enrich.taxonomies import TaxonomyBook
 from app.enrich.taxonomy import LinkedName, Rollup, Taxon
 from app.errors import BadRequest, PayloadTooLarge, SpeciesListNotFound, TaxonomyMissing, UnknownTaxon
+from app.identification.decide import Decision, ModelVerdict, below_filter, decide, verdict
+from app.identification.plan import Plan, plan_for, resolve_taxon
+from app.identification.request import Place, Steering
+from app.identification.species_lists import SpeciesLists, parse_species_list
+from app.identification.steer import GeoOutcome, narrow, recorded_ancestor, steer, steer_now
 from app.models.loaded import LoadedModel
 from app.models.manifest import ModelSpec
-from app.ranking import rank
-from app.services.geo import GeoOutcome
-from app.services.species_lists import SpeciesLists, parse_species_list
-from app.services.steered import below_filter, narrow, recorded_ancestor, steer
-from app.services.steering import Steering, plan_for
-from app.services.taxon_filter import resolve_taxon
+from app.models.scope import ModelScope
 from app.settings import RankingSettings
 from tests.support.server import REPO
 from tests.support.shared import HAS_SHARED, MODELS
@@ -93,7 +93,20 @@ def model(taxonomy_path: Path | None, name: str = "tiny_v1") -> LoadedModel:
         state="ready",
         labels=[Label(scientific_name=n) for n in NAMES],
         taxonomy_path=taxonomy_path,
+        scope=ModelScope(None, None, background_index=BACKGROUND),  # uncalibrated
     )
+
+
+def classic(p: np.ndarray, plan: Plan, top_k: int = 5) -> tuple[Decision, ModelVerdict, np.ndarray]:
+    """A classifier endpoint's decision on one photo's output (the model's own probabilities, no
+    place): ``verdict`` with kind "model", the plan's filters, ``decide``; with the scores of the
+    listed species."""
+    (tiny,) = plan.models
+    assert tiny.scope is not None
+    found = verdict(tiny, [tiny.scope.assess(p, None)], plan.min_score, "model")
+    steered = steer_now(found.probabilities, tiny, plan)
+    decision = decide(found, [found], plan, TAXONOMY, top_k, steered, "model")
+    return decision, found, steered.scores[decision.species]
 
 
 # --- species lists ---------------------------------------------------------------------------
@@ -160,7 +173,7 @@ def test_installed_lists_by_name_and_their_refusals(tmp_path: Path):
     assert "garden" in missing.value.message
     with pytest.raises(PayloadTooLarge) as big:
         lists.load("big")
-    assert big.value.status == 413 and "SPECIES_LIST_MAX_BYTES" in big.value.message
+    assert big.value.status == 413 and "LISTS_MAX_BYTES" in big.value.message
     with pytest.raises(PayloadTooLarge):
         lists.upload(b"x" * 1001, "upload.txt")
     for bad in ("../garden", "a/b", ".hidden"):
@@ -276,31 +289,30 @@ def test_the_kept_species_are_renormalised_to_sum_to_one_and_the_mass_is_reporte
     np.testing.assert_allclose(narrowed, [0.25, 0.75, 0, 0, 0, 0, 0], atol=1e-6)
 
 
-def test_a_filtered_ranking_lists_only_the_kept_and_leaves_the_background_to_the_model():
+def test_a_filtered_answer_lists_only_the_kept_and_leaves_the_background_to_the_model(book):
+    taxonomies, path = book
+    tiny = model(path)
+    vanessa = plan_for([tiny], taxonomies, Steering(taxon="Vanessa"), RankingSettings(min_score=0.1))
+    keep = np.array([True, True, False, False, False, True, False])  # the unlinked subspecies too
+    np.testing.assert_array_equal(vanessa.keep["tiny_v1"], keep)
     p = np.array([0.05, 0.15, 0.6, 0.1, 0.02, 0.0, 0.08], np.float32)
-    keep = np.array([True, True, False, False, False, True, False])
-    narrowed, _ = narrow(p, keep)
-    ranked = rank(p, top_k=5, background_index=BACKGROUND, min_score=0.1, scores=narrowed, keep=keep)
-    assert ranked.indices == [1, 0] and ranked.scores == pytest.approx([0.75, 0.25])  # 5: no probability
-    assert ranked.no_match_reason is None and ranked.background_score == pytest.approx(0.08)
+    decision, found, scores = classic(p, vanessa)
+    assert decision.species == [1, 0] and scores == pytest.approx([0.75, 0.25])  # 5: no probability
+    assert decision.no_match_reason is None and found.background == pytest.approx(0.08)
     # A background over the model's best species is its call, whatever the filter keeps.
     nothing = np.array([0.01, 0.02, 0.05, 0.0, 0.0, 0.0, 0.92], np.float32)
-    assert rank(nothing, top_k=5, background_index=BACKGROUND, min_score=0.1, scores=narrow(nothing, keep)[0],
-                keep=keep).no_match_reason == "background"  # fmt: skip
+    assert classic(nothing, vanessa)[0].no_match_reason == "not_an_organism"
     zero = np.array([0.0, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0], np.float32)
-    empty = rank(
-        zero, top_k=5, background_index=BACKGROUND, min_score=0.1, scores=narrow(zero, keep)[0], keep=keep
-    )
-    assert empty.indices == [] and empty.no_match_reason == "filtered_out"
+    empty = classic(zero, vanessa)[0]
+    assert empty.species == [] and empty.no_match_reason == "filtered_out"
     # Kept species holding some probability, less than min_score together: guesses, said so.
     faint = np.array([0.03, 0.02, 0.85, 0.1, 0.0, 0.0, 0.0], np.float32)
-    guessed = rank(
-        faint, top_k=5, background_index=BACKGROUND, min_score=0.1, scores=narrow(faint, keep)[0], keep=keep
-    )
-    assert guessed.indices == [0, 1] and guessed.scores[0] == pytest.approx(0.6)
+    guessed, _, guessed_scores = classic(faint, vanessa)
+    assert guessed.species == [0, 1] and guessed_scores[0] == pytest.approx(0.6)
     assert guessed.no_match_reason == "filtered_out"
-    plain = rank(p, top_k=3, background_index=BACKGROUND, min_score=0.1)
-    assert plain.indices == [2, 1, 3] and plain.no_match_reason is None  # unsteered: as it always was
+    unfiltered = plan_for([tiny], taxonomies, Steering(), RankingSettings(min_score=0.1))
+    plain = classic(p, unfiltered, top_k=3)[0]
+    assert plain.species == [2, 1, 3] and plain.no_match_reason is None  # unsteered: as it always was
 
 
 def test_a_removed_best_species_rolls_up_to_its_nearest_ancestor_with_records():
@@ -360,8 +372,6 @@ class _Filtering:
 
 
 def test_steer_filters_then_places_and_names_the_ancestor(book):
-    from app.services.geo import Place
-
     taxonomies, path = book
     tiny = model(path)
     plan = plan_for([tiny], taxonomies, Steering(taxon="Lepidoptera", geo="filter"), RankingSettings())
@@ -370,6 +380,7 @@ def test_steer_filters_then_places_and_names_the_ancestor(book):
     steered = asyncio.run(steer(p, tiny, TAXONOMY, plan, _Filtering(recorded), Place(50.0, 0.0)))  # type: ignore[arg-type]
     assert steered.kept_mass == pytest.approx(0.7)  # the four Lepidoptera
     np.testing.assert_allclose(steered.vision[:4], np.array([0.5, 0.1, 0.05, 0.05]) / 0.7, rtol=1e-6)
+    assert steered.keep is not None
     assert [NAMES[i] for i in np.flatnonzero(steered.keep)] == ["Vanessa cardui", "Danaus plexippus"]
     assert steered.scores[[1, 2]].sum() == pytest.approx(1.0, rel=1e-6)  # the dragonfly: outside the taxon
     assert steered.rollup is not None and steered.rollup.name == "Vanessa"
