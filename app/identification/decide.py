@@ -86,29 +86,41 @@ def top_species(probabilities: Array, background_index: int | None) -> int:
     return int(np.argmax(scores))
 
 
+def own_assessment(model: LoadedModel, probabilities: Array) -> Assessment:
+    """One photo as the model's own output says, uncalibrated: what a ``model``-kind answer
+    judges by (its scope signal is the best species' probability; nothing to calibrate)."""
+    background_index = model.spec.background_index
+    top = top_species(probabilities, background_index)
+    background = float(probabilities[background_index]) if background_index is not None else None
+    return Assessment(probabilities, top, float(probabilities[top]), background, probabilities, None)
+
+
 def verdict(
     model: LoadedModel, assessments: list[Assessment], min_score: float, kind: ScoreKind
 ) -> ModelVerdict:
-    """``min_score``: the scope threshold of an uncalibrated model (max_probability)."""
+    """``assessments``: each photo's, calibrated (``ModelScope.assess``) for a calibrated answer,
+    ``own_assessment`` for the model's own; ``min_score``: the scope threshold of an
+    uncalibrated model (max_probability)."""
     assert model.scope is not None
     raw = np.stack([a.raw for a in assessments])
     per_photo = np.stack([a.probabilities for a in assessments]) if kind == "calibrated" else raw
     combined = combine(per_photo)
-    background_index = model.spec.background_index
-    top = top_species(combined, background_index)
-    # Each photo against the species the observation points to (for one photo: its own top);
-    # the observation is in scope when one photo clearly shows that species.
-    scope = float(np.max([model.scope.scope_for(a, top) for a in assessments]))
-    threshold = model.scope.threshold if model.scope.threshold is not None else min_score
+    top = top_species(combined, model.spec.background_index)
     backgrounds = [a.background for a in assessments if a.background is not None]
     background = float(np.mean(backgrounds)) if backgrounds else None
     if kind == "calibrated":
+        # Each photo against the species the observation points to (for one photo: its own
+        # top); the observation is in scope when one photo clearly shows that species.
+        signal = model.scope.signal
+        scope = float(np.max([model.scope.scope_for(a, top) for a in assessments]))
+        threshold = model.scope.threshold if model.scope.threshold is not None else min_score
         accepted = scope >= threshold
     else:  # the model's own call: its background class against its best species
-        accepted = background is None or background < float(combined[top])
+        signal, scope, threshold = "max_probability", float(combined[top]), min_score
+        accepted = background is None or background < scope
     return ModelVerdict(
         model=model,
-        signal=model.scope.signal,
+        signal=signal,
         scope=scope,
         threshold=threshold,
         accepted=accepted,

@@ -24,7 +24,7 @@ import numpy as np
 from app.enrich.taxonomies import TaxonomyBook
 from app.errors import IndexUnavailable, ServiceError
 from app.identification.answer import Answer, FileAnswers, Species, report
-from app.identification.decide import ModelVerdict, decide, route, verdict
+from app.identification.decide import ModelVerdict, decide, own_assessment, route, verdict
 from app.identification.lookup import Lookup, LookupAnswer
 from app.identification.plan import Plan, classifiers, plan_for
 from app.identification.request import Request, ScoreKind, Steering
@@ -109,8 +109,11 @@ class Identifier:
         verdicts = []
         for model in plan.models:
             assert model.scope is not None
-            scope = model.scope
-            assessments = [scope.assess(o[model.name].probabilities, o[model.name].features) for o in outputs]
+            scope, name = model.scope, model.name
+            if kind == "calibrated":
+                assessments = [scope.assess(o[name].probabilities, o[name].features) for o in outputs]
+            else:
+                assessments = [own_assessment(model, o[name].probabilities) for o in outputs]
             verdicts.append(verdict(model, assessments, plan.min_score, kind))
         chosen, why = route(verdicts)
         return verdicts, chosen, why
