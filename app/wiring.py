@@ -50,10 +50,12 @@ class Services:
     explain_slots: asyncio.Semaphore  # POST /v1/explain: at most this many at once
     rate_limiter: RateLimiter | None  # per API key (or client), when SECURITY_RATE_LIMIT_PER_MINUTE
 
-    def load(self) -> None:
-        """Blocking; a worker thread. Never raises for one model's problem (its state says)."""
+    def load(self, index: bool = True) -> None:
+        """Blocking; a worker thread. Never raises for one model's problem (its state says).
+        ``index``: also the served species index (a command that opened one model does not)."""
         self.registry.load_all()
-        self.index_store.refresh()  # after the models: the index names its embedder
+        if index:
+            self.index_store.refresh()  # after the models: the index names its embedder
         for model in self.registry.entries():  # read taxonomy files now, not on a first request
             self.taxonomies.get(model.taxonomy_path)
 

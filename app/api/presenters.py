@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Literal, cast
 
 from app.api.observation_schemas import (
     IdentifyResponse,
@@ -71,6 +72,16 @@ def timings(t: StageTimings | None) -> Timings:
     )
 
 
+ClassicReason = Literal["background", "low_confidence", "filtered_out"]
+
+
+def classic_reason(found: Answer) -> ClassicReason | None:
+    """The classifier endpoints' word for why there is no match: their background class winning
+    has always been ``background``."""
+    reason = found.no_match_reason
+    return "background" if reason == "not_an_organism" else cast("ClassicReason | None", reason)
+
+
 def classification(found: Answer) -> ClassificationResponse:
     """A classifier endpoint's JSON, as it always was: one photo, the named model's own
     probabilities; its background class winning is ``background``."""
@@ -95,7 +106,7 @@ def classification(found: Answer) -> ClassificationResponse:
             for s in found.species
         ],
         no_match=found.no_match,
-        no_match_reason="background" if found.no_match_reason == "not_an_organism" else found.no_match_reason,
+        no_match_reason=classic_reason(found),
         background_score=found.chosen.background,
         rollup=rollup_info(found.rollup),
         image=image_info(photo, image),

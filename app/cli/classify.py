@@ -86,7 +86,9 @@ def classify(
 
         typer.echo(classification(found).model_dump_json(by_alias=True))
         return
-    echo_answer([(h.score, h.label, "") for h in found.species], found.no_match_reason, found.rollup)
+    from app.api.presenters import classic_reason
+
+    echo_answer([(h.score, h.label, "") for h in found.species], classic_reason(found), found.rollup)
 
 
 def _folder(

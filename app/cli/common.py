@@ -70,7 +70,7 @@ def open_services(
         context = opening(config, only=only)
         services = loop.run(context.__aenter__())
         try:
-            services.load()
+            services.load(index=only is None)
             yield services, loop
         except BaseException as exc:
             if not loop.run(context.__aexit__(type(exc), exc, exc.__traceback__)):

@@ -49,6 +49,7 @@ NoMatchReason = Literal["not_an_organism", "out_of_scope", "low_confidence", "fi
 
 NOT_AN_ORGANISM_BACKGROUND = 0.5  # every model's background class at least this: no organism
 NOISE_RATIO = 1e-3  # calibrated answers list no species under this share of the best one
+CALIBRATED_ROLLUP_FLOOR = 1e-4  # calibrated species under this do not count toward a rollup
 
 
 # --- per model: the photos combined, and whether it knows what they show ---------------------
@@ -237,8 +238,8 @@ def answer_rollup(
     probability); never the filter's own taxon or above (``below_filter``)."""
     scores, keep, background = steered.scores, steered.keep, model.spec.background_index
     counted = scores > 0
-    if support is not None:
-        counted &= support
+    if support is not None:  # calibrated: the model's zeros are tiny values now; not evidence
+        counted &= support & (scores > CALIBRATED_ROLLUP_FLOOR)
     found = steered.rollup or rollup(
         (
             (model.labels[i].scientific_name, float(scores[i]))

@@ -214,7 +214,7 @@ class Identifier:
         try:
             run = await run_photo(self.runner, photo, models, embedder, self.max_pixels)
         except ServiceError as exc:
-            if numbered:  # which photo of several
+            if numbered and exc.status < 500:  # which photo of several is bad (not: overloaded)
                 name = f" ({photo.name})" if photo.name else ""
                 exc.message = f"photo {number}{name}: {exc.message}"
                 exc.detail = {**exc.detail, "photo": number}
