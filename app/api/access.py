@@ -33,7 +33,9 @@ def _key_id(settings: Settings, presented: str | None) -> str | None:
 async def require_access(
     request: Request,
     response: Response,
-    x_api_key: Annotated[str | None, Header(description="needed when the service has API_KEYS")] = None,
+    x_api_key: Annotated[
+        str | None, Header(description="needed when the service has SECURITY_API_KEYS")
+    ] = None,
 ) -> None:
     services = request.app.state.services
     settings: Settings = services.settings
@@ -71,11 +73,11 @@ AccessDep = Depends(require_access)
 
 
 def require_admin(settings: SecuritySettings, authorization: str | None, what: str) -> None:
-    """Writes (index items, model reloads) need ``Authorization: Bearer <ADMIN_TOKEN>``; with no
+    """Writes (index items, model reloads) need ``Authorization: Bearer <SECURITY_ADMIN_TOKEN>``; with no
     token configured they are off."""
     if settings.admin_token is None:
-        raise Forbidden(f"{what} is disabled over HTTP: set ADMIN_TOKEN to enable it")
+        raise Forbidden(f"{what} is disabled over HTTP: set SECURITY_ADMIN_TOKEN to enable it")
     scheme, _, token = (authorization or "").partition(" ")
     expected = settings.admin_token.get_secret_value()
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized(f"{what} needs 'Authorization: Bearer <ADMIN_TOKEN>'")
+        raise Unauthorized(f"{what} needs 'Authorization: Bearer <SECURITY_ADMIN_TOKEN>'")

@@ -82,7 +82,7 @@ async def _explain_slots(services: ServicesDep) -> asyncio.Semaphore:
 async def _admin(
     request: Request,
     services: ServicesDep,
-    authorization: Annotated[str | None, Header(description="Bearer <ADMIN_TOKEN>")] = None,
+    authorization: Annotated[str | None, Header(description="Bearer <SECURITY_ADMIN_TOKEN>")] = None,
 ) -> None:
     require_admin(services.settings.security, authorization, f"{request.method} {request.url.path}")
 

@@ -53,7 +53,9 @@ class ModelAssessment(BaseModel):
     group: str | None
     signal: Literal["class_cosine", "max_probability"] = Field(description="the scope signal (README)")
     scope: float = Field(description="the best photo's scope signal for the species the photos point to")
-    threshold: float = Field(description="accepted at or above (the model's calibration, else MIN_SCORE)")
+    threshold: float = Field(
+        description="accepted at or above (the model's calibration, else RANKING_MIN_SCORE)"
+    )
     accepted: bool
     background: float | None = Field(description="mean probability of the model's background class")
     best: str = Field(description="the model's best species for the photos, whatever its scope")

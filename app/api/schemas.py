@@ -67,8 +67,9 @@ class ClassifiedSpecies(SpeciesResult):
     score: float = Field(
         ge=0.0,
         le=1.0,
-        description="the final probability (= combined_score): the model's, renormalised over the species "
-        "a taxon or species_list keeps, then weighted by the place when lat/lon are given",
+        description="the final probability (= combined_score): the model's own, renormalised over the "
+        "species a taxon or species_list keeps; when lat/lon weigh it (geo=prior|filter), the model's "
+        "calibrated probability times the place's weight, renormalised (as on /v1/identify)",
     )
     vision_score: float | None = Field(
         default=None,
@@ -78,14 +79,15 @@ class ClassifiedSpecies(SpeciesResult):
     )
     geo_score: float | None = Field(
         default=None,
-        description="what the place multiplied vision_score by: the prior's weight (GBIF_PRIOR_FLOOR..1), "
-        "1 under geo=filter; null without the place",
+        description="the place's weight on this species: the prior's (GEO_PRIOR_FLOOR..1), 1 under "
+        "geo=filter; null without the place",
     )
     combined_score: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="vision_score * geo_score renormalised over the species (= score)",
+        description="the place's weight times the calibrated vision probability, renormalised over the "
+        "species (= score)",
     )
     geo_records: int | None = Field(default=None, description="GBIF records of the species in the cell")
 
@@ -127,8 +129,8 @@ class ClassificationResponse(BaseModel):
     )
     rollup: RollupInfo | None = Field(
         default=None,
-        description="when no species reaches ROLLUP_THRESHOLD: the deepest taxon whose species' scores "
-        "sum to it (needs a linked taxonomy)",
+        description="when no species reaches RANKING_ROLLUP_THRESHOLD: the deepest taxon whose species' "
+        "scores sum to it (needs a linked taxonomy)",
     )
     image: ImageInfo
     timings_ms: Timings
@@ -163,7 +165,7 @@ class LookupResponse(BaseModel):
 
     index: IndexInfo
     results: list[LookupResult] = Field(description="best first")
-    no_match: bool = Field(description="true when the best species' score is under MIN_SCORE")
+    no_match: bool = Field(description="true when the best species' score is under RANKING_MIN_SCORE")
     no_match_reason: Literal["empty_index", "low_confidence"] | None = None
     rollup: RollupInfo | None = Field(default=None, description="as for the classifiers")
     image: ImageInfo

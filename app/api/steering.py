@@ -32,7 +32,7 @@ LIST_NAME = (
 LIST_FILE = (
     "a species list to rank within: text (one scientific name a line, # comments; BirdNET's "
     "'Genus species_Common name' lines) or CSV with a scientific_name/name column; at most "
-    "SPECIES_LIST_MAX_BYTES. A plain form value is taken as an installed list's name"
+    "LISTS_MAX_BYTES. A plain form value is taken as an installed list's name"
 )
 GEO = (
     "what lat/lon do: `prior` (default) weighs each species by GBIF's records in the cell "
@@ -40,12 +40,12 @@ GEO = (
     "there (a removed best species is rolled up to its nearest ancestor with records); `off` ignores "
     "the place"
 )
-MIN_SCORE = (
-    "this request's MIN_SCORE: a best score under it is `no_match: true`, `low_confidence` (scores are "
-    "probabilities: calibrated on /v1/identify, the model's own on the classifier endpoints)"
+MIN_SCORE_HELP = (
+    "this request's RANKING_MIN_SCORE: a best score under it is `no_match: true`, `low_confidence` (scores "
+    "are probabilities: calibrated on /v1/identify, the model's own on the classifier endpoints)"
 )
 ROLLUP = (
-    "this request's ROLLUP_THRESHOLD: when no species reaches it, the deepest taxon whose species' "
+    "this request's RANKING_ROLLUP_THRESHOLD: when no species reaches it, the deepest taxon whose species' "
     "scores sum to it is reported as `rollup`"
 )
 
@@ -58,7 +58,7 @@ async def _steering(
         UploadFile | str | None, File(alias="species_list", description=LIST_FILE)
     ] = None,
     geo: Annotated[GeoMode, Query(description=GEO)] = "prior",
-    min_score: Annotated[float | None, Query(ge=0.0, le=1.0, description=MIN_SCORE)] = None,
+    min_score: Annotated[float | None, Query(ge=0.0, le=1.0, description=MIN_SCORE_HELP)] = None,
     rollup_threshold: Annotated[float | None, Query(gt=0.0, le=1.0, description=ROLLUP)] = None,
 ) -> Steering:
     if species_list is not None and species_list_upload is not None:

@@ -43,10 +43,10 @@ class FiltersInfo(BaseModel):
 
 class Thresholds(BaseModel):
     min_score: float = Field(
-        description="under this best score: no_match, low_confidence (MIN_SCORE or min_score)"
+        description="under this best score: no_match, low_confidence (RANKING_MIN_SCORE or min_score)"
     )
     rollup_threshold: float = Field(
-        description="the rollup's threshold (ROLLUP_THRESHOLD or rollup_threshold)"
+        description="the rollup's threshold (RANKING_ROLLUP_THRESHOLD or rollup_threshold)"
     )
 
 

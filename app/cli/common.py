@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Dataset = Annotated[
     Path, typer.Argument(exists=True, help="one folder per species, or a CSV of path,label[,common_name]")
 ]
-Workers = Annotated[int | None, typer.Option(min=1, help="default: INFERENCE_WORKERS")]
+Workers = Annotated[int | None, typer.Option(min=1, help="default: ADMISSION_INFERENCE_WORKERS")]
 Progress = Annotated[bool, typer.Option(help="show a progress bar")]
 Taxon = Annotated[
     str | None, typer.Option(help="only species under this taxon: a GBIF key or a name of any rank (Vanessa)")
@@ -39,8 +39,10 @@ Lat = Annotated[float | None, typer.Option(min=-90, max=90, help="WGS84 latitude
 Lon = Annotated[float | None, typer.Option(min=-180, max=180, help="WGS84 longitude")]
 Date = Annotated[str | None, typer.Option(help="ISO date, e.g. 2026-06-21")]
 Geo = Annotated[str, typer.Option(help="what --lat/--lon do: prior, filter or off")]
-MinScore = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: MIN_SCORE")]
-RollupThreshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: ROLLUP_THRESHOLD")]
+MinScore = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="default: RANKING_MIN_SCORE")]
+RollupThreshold = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="default: RANKING_ROLLUP_THRESHOLD")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

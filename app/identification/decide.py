@@ -87,21 +87,11 @@ def top_species(probabilities: Array, background_index: int | None) -> int:
     return int(np.argmax(scores))
 
 
-def own_assessment(model: LoadedModel, probabilities: Array) -> Assessment:
-    """One photo as the model's own output says, uncalibrated: what a ``model``-kind answer
-    judges by (its scope signal is the best species' probability; nothing to calibrate)."""
-    background_index = model.spec.background_index
-    top = top_species(probabilities, background_index)
-    background = float(probabilities[background_index]) if background_index is not None else None
-    return Assessment(probabilities, top, float(probabilities[top]), background, probabilities, None)
-
-
 def verdict(
     model: LoadedModel, assessments: list[Assessment], min_score: float, kind: ScoreKind
 ) -> ModelVerdict:
-    """``assessments``: each photo's, calibrated (``ModelScope.assess``) for a calibrated answer,
-    ``own_assessment`` for the model's own; ``min_score``: the scope threshold of an
-    uncalibrated model (max_probability)."""
+    """``assessments``: each photo's (``ModelScope.assess``, calibrated for a calibrated answer);
+    ``min_score``: the scope threshold of an uncalibrated model (max_probability)."""
     assert model.scope is not None
     raw = np.stack([a.raw for a in assessments])
     per_photo = np.stack([a.probabilities for a in assessments]) if kind == "calibrated" else raw
@@ -131,6 +121,15 @@ def verdict(
         support=np.asarray((raw > 0).any(axis=0), dtype=bool),
         top=top,
     )
+
+
+def calibrated_view(found: ModelVerdict) -> Array:
+    """A model-kind verdict's photos, calibrated and combined: what a place weighs (``steer``).
+    A class the model gave nothing stays at 0 (the calibration's floor is no evidence), so the
+    model's own answer lists no more species with a place than without."""
+    assert found.model.scope is not None
+    combined = combine(np.stack([found.model.scope.calibrated(row) for row in found.per_photo]))
+    return np.where(found.support, combined, np.float32(0.0)).astype(np.float32)
 
 
 def route(verdicts: list[ModelVerdict]) -> tuple[ModelVerdict, str]:

@@ -18,13 +18,14 @@ from app.core import Label
 from app.enrich.taxonomies import TaxonomyBook, index_taxonomy_path
 from app.enrich.taxonomy import Rollup, Taxon, rollup
 from app.errors import IndexUnavailable
+from app.identification.run import run_photo
 from app.identification.timings import InferenceObserver, Timings
 from app.imaging.decode import DecodedImage
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
 from app.index.store import IndexStore
 from app.index.vote import SpeciesVote, query
-from app.models.inference import infer, infer_files
+from app.models.inference import infer_files
 from app.models.registry import LoadedModel
 from app.models.runner import InferenceRunner
 from app.settings import IndexSettings, RankingSettings
@@ -100,24 +101,21 @@ class Lookup:
     async def identify(self, photo: Photo, top_k: int | None = None) -> LookupAnswer:
         index, embedder = await self.current()
         started = time.perf_counter()
-        inference = await infer(self.runner, embedder, photo.data, self.max_pixels)
-        if self.observer is not None:
-            self.observer.observe_photo(inference.decode_ms, {embedder.name: inference.infer_ms})
-            if photo.fetch_ms is not None:
-                self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
+        run = await run_photo(self.runner, photo, [], embedder, self.max_pixels, observer=self.observer)
+        assert run.index_features is not None  # the embedder was asked
         search_started = time.perf_counter()
-        (votes,) = await self.runner.run(self.votes, index, inference.output[np.newaxis])
+        (votes,) = await self.runner.run(self.votes, index, run.index_features[np.newaxis])
         search_ms = (time.perf_counter() - search_started) * 1000
         answer = self.interpret(index, votes, top_k)
         timings = Timings(
             fetch_ms=photo.fetch_ms,
-            decode_ms=inference.decode_ms,
-            infer_ms=inference.infer_ms,
+            decode_ms=run.decode_ms,
+            infer_ms=run.infer_ms[embedder.name],
             search_ms=search_ms,
             total_ms=(time.perf_counter() - started) * 1000 + (photo.fetch_ms or 0.0),
         )
         return LookupAnswer(
-            index, answer.species, answer.no_match_reason, answer.rollup, photo, inference.image, timings
+            index, answer.species, answer.no_match_reason, answer.rollup, photo, run.image, timings
         )
 
     def votes(self, index: SpeciesIndex, features: npt.NDArray[np.float32]) -> list[list[SpeciesVote]]:

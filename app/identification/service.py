@@ -24,11 +24,11 @@ import numpy as np
 from app.enrich.taxonomies import TaxonomyBook
 from app.errors import IndexUnavailable, ServiceError
 from app.identification.answer import Answer, FileAnswers, Species, report
-from app.identification.decide import ModelVerdict, decide, own_assessment, route, verdict
+from app.identification.decide import ModelVerdict, calibrated_view, decide, route, verdict
 from app.identification.lookup import Lookup, LookupAnswer
 from app.identification.plan import Plan, classifiers, plan_for
 from app.identification.request import Request, ScoreKind, Steering
-from app.identification.run import ModelOutput, PhotoRun, run_photo
+from app.identification.run import PhotoRun, run_photo
 from app.identification.steer import GeoOutcome, GeoWeighting, Steered, steer, steer_now
 from app.identification.timings import InferenceObserver, Timings
 from app.imaging.photo import Photo
@@ -37,6 +37,7 @@ from app.index.vote import merge
 from app.models.inference import infer_files
 from app.models.registry import LoadedModel, Registry
 from app.models.runner import InferenceRunner
+from app.models.scope import Assessment
 from app.settings import RankingSettings
 
 
@@ -72,17 +73,23 @@ class Identifier:
         indexed = await self._index() if request.with_index else None
         embedder = indexed[1] if indexed is not None else None
         numbered = request.model is None  # an observation's photos are named by their number
+        calibrated = request.scores == "calibrated"
         runs = await asyncio.gather(
             *(
-                self._run(n, photo, plan.models, embedder, numbered)
+                self._run(n, photo, plan.models, embedder, numbered, calibrated)
                 for n, photo in enumerate(request.photos, 1)
             )
         )
-        verdicts, chosen, why = self.judge([run.outputs for run in runs], plan, request.scores)
+        verdicts, chosen, why = self.judge([run.assessments for run in runs], plan, request.scores)
         steered = None
         if chosen.accepted or request.scores == "model":  # the model's own answer lists its guesses
             taxonomy = self.taxonomies.get(chosen.model.taxonomy_path)
-            steered = await steer(chosen.probabilities, chosen.model, taxonomy, plan, self.geo, request.place)
+            weighed = (
+                calibrated_view(chosen) if request.scores == "model" and request.place is not None else None
+            )
+            steered = await steer(
+                chosen.probabilities, chosen.model, taxonomy, plan, self.geo, request.place, weighed
+            )
         geo = steered.geo if steered is not None else GeoOutcome.not_requested(request.place is not None)
         if plan.steering.geo == "off" and steered is None:
             geo = GeoOutcome.off()
@@ -102,19 +109,16 @@ class Identifier:
             index=await self._look_up(indexed, runs, request.top_k),
         )
 
+    @staticmethod
     def judge(
-        self, outputs: list[dict[str, ModelOutput]], plan: Plan, kind: ScoreKind
+        photos: list[dict[str, Assessment]], plan: Plan, kind: ScoreKind
     ) -> tuple[list[ModelVerdict], ModelVerdict, str]:
-        """Per model, the photos combined and its scope; the model to believe, and why."""
-        verdicts = []
-        for model in plan.models:
-            assert model.scope is not None
-            scope, name = model.scope, model.name
-            if kind == "calibrated":
-                assessments = [scope.assess(o[name].probabilities, o[name].features) for o in outputs]
-            else:
-                assessments = [own_assessment(model, o[name].probabilities) for o in outputs]
-            verdicts.append(verdict(model, assessments, plan.min_score, kind))
+        """Per model, the photos (each photo: model name -> its assessment) combined and its
+        scope; the model to believe, and why."""
+        verdicts = [
+            verdict(model, [photo[model.name] for photo in photos], plan.min_score, kind)
+            for model in plan.models
+        ]
         chosen, why = route(verdicts)
         return verdicts, chosen, why
 
@@ -178,29 +182,24 @@ class Identifier:
         workers: int,
         on_progress: Callable[[int], None] | None = None,
         plan: Plan | None = None,
-        scores: ScoreKind = "model",
     ) -> FileAnswers:
-        """Photos on disk by one model, batched over ``workers`` threads; unreadable ones listed,
-        not fatal. Blocking: the CLI calls it directly."""
+        """Photos on disk by one model, as its classifier endpoint answers them (the model's own
+        scores, no place), batched over ``workers`` threads; unreadable ones listed, not fatal.
+        Blocking: the CLI calls it directly."""
         plan = plan or plan_for([model], self.taxonomies, Steering(), self.ranking)  # once, not per photo
         inferred = infer_files(
-            model,
-            paths,
-            max_pixels=self.max_pixels,
-            workers=workers,
-            on_progress=on_progress,
-            with_features=True,
+            model, paths, max_pixels=self.max_pixels, workers=workers, on_progress=on_progress
         )
+        assert model.scope is not None
         results: list[Answer | None] = []
-        for i, ok in enumerate(inferred.ok):
+        for row, ok in zip(inferred.outputs, inferred.ok, strict=True):
             if not ok:
                 results.append(None)
                 continue
-            features = inferred.features[i] if inferred.features is not None else None
-            output = ModelOutput(inferred.outputs[i], features)
-            verdicts, chosen, why = self.judge([{model.name: output}], plan, scores)
+            assessed = {model.name: model.scope.assess(row, None, calibrated=False)}
+            verdicts, chosen, why = self.judge([assessed], plan, "model")
             steered = steer_now(chosen.probabilities, model, plan)
-            results.append(self.conclude(verdicts, chosen, why, plan, scores, top_k, steered, steered.geo))
+            results.append(self.conclude(verdicts, chosen, why, plan, "model", top_k, steered, steered.geo))
         return FileAnswers(paths, results, inferred.failures, inferred.outputs)
 
     async def _run(
@@ -210,20 +209,24 @@ class Identifier:
         models: list[LoadedModel],
         embedder: LoadedModel | None,
         numbered: bool,
+        calibrated: bool,
     ) -> PhotoRun:
         try:
-            run = await run_photo(self.runner, photo, models, embedder, self.max_pixels)
+            return await run_photo(
+                self.runner,
+                photo,
+                models,
+                embedder,
+                self.max_pixels,
+                calibrated=calibrated,
+                observer=self.observer,
+            )
         except ServiceError as exc:
             if numbered and exc.status < 500:  # which photo of several is bad (not: overloaded)
                 name = f" ({photo.name})" if photo.name else ""
                 exc.message = f"photo {number}{name}: {exc.message}"
                 exc.detail = {**exc.detail, "photo": number}
             raise
-        if self.observer is not None:
-            self.observer.observe_photo(run.decode_ms, run.infer_ms)
-            if photo.fetch_ms is not None:
-                self.observer.observe_fetch(photo.fetch_ms, len(photo.data))
-        return run
 
     async def _index(self) -> tuple[SpeciesIndex, LoadedModel] | None:
         if self.lookup is None:

@@ -192,8 +192,13 @@ async def steer(
     plan: Plan,
     geo: GeoWeighting | None,
     place: Place | None,
+    weighed: Array | None = None,
 ) -> Steered:
-    """The filters, then the place (``plan.steering.geo``), on one model's probabilities."""
+    """The filters, then the place (``plan.steering.geo``), on one model's probabilities.
+    ``weighed``: what the place weighs when it is not ``probabilities``: the model's own answer
+    hands its calibrated probabilities, so that the prior multiplies honest probabilities on
+    every way in (a raw, overconfident or flat output would let the weights overturn a ranking
+    the calibrated one keeps) while ``vision`` stays the model's own."""
     vision, keep, kept_mass = _filter(probabilities, model, plan)
     mode = plan.steering.geo
     if mode == "off":
@@ -204,8 +209,9 @@ async def steer(
         outcome = GeoOutcome("unavailable", "this caller has no GBIF client for the place", mode=mode)
         return Steered(vision, vision, keep, kept_mass, outcome)
     background = model.spec.background_index
+    prior_on = vision if weighed is None else _filter(weighed, model, plan)[0]
     scores, outcome = await geo.apply(
-        vision, model.labels, taxonomy, place.lat, place.lon, place.month, background, mode
+        prior_on, model.labels, taxonomy, place.lat, place.lon, place.month, background, mode
     )
     if outcome.recorded is None:
         return Steered(scores, vision, keep, kept_mass, outcome)

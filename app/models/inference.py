@@ -1,20 +1,16 @@
-"""Decode -> one model, called *inference* throughout: the building block under the request
-path's ``run`` stage, and what the offline side (index building, calibration, training) runs
-over photos on disk.
+"""Decode -> one model, called *inference* throughout: what the offline side (index building,
+calibration, training, classify FOLDER, evaluate) runs over photos on disk, and the building
+block of the request path (``app.identification.run`` decodes once for several models).
 
-``infer_now`` does both in the calling thread (a worker thread). ``infer`` is what the server
-awaits: the same in one worker-thread hop, or, for a model with a micro-batcher, the decode in a
-worker thread and the model call in the batcher's, awaited without holding a worker.
-``infer_files`` is the same for photos on disk (classify FOLDER, evaluate, build-index,
-train-head): batches spread over worker threads, a photo that will not decode reported rather
-than fatal.
+``infer_now`` decodes and runs one photo in the calling thread (a worker thread).
+``infer_files`` is the same for photos on disk: batches spread over worker threads, a photo that
+will not decode reported rather than fatal.
 
 A model's output is *probabilities* for a classifier and *features* for an embedder.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +24,6 @@ import numpy.typing as npt
 from app.errors import ServiceError
 from app.imaging.decode import DecodedImage, Transform, decode
 from app.models.loaded import LoadedModel
-from app.models.runner import InferenceRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +46,6 @@ def infer_now(model: LoadedModel, data: bytes, max_pixels: int) -> Inference:
     image, decode_ms = _decode(model, data, max_pixels)
     started = time.perf_counter()
     output = model.predict(image.pixels[np.newaxis])[0]
-    return Inference(image, output, decode_ms, (time.perf_counter() - started) * 1000)
-
-
-async def infer(runner: InferenceRunner, model: LoadedModel, data: bytes, max_pixels: int) -> Inference:
-    batcher = model.batcher
-    if batcher is None:
-        return await runner.run(infer_now, model, data, max_pixels)
-    image, decode_ms = await runner.run(_decode, model, data, max_pixels)
-    started = time.perf_counter()
-    output = await asyncio.wrap_future(batcher.submit(image.pixels))
     return Inference(image, output, decode_ms, (time.perf_counter() - started) * 1000)
 
 

@@ -121,23 +121,30 @@ class ModelScope:
     def weights(self) -> ClassWeights | None:
         return self._weights
 
-    def assess(self, probabilities: Array, features: Array | None) -> Assessment:
+    def assess(self, probabilities: Array, features: Array | None, calibrated: bool = True) -> Assessment:
+        """One photo through the model. ``calibrated=False``: the model's own output as it is
+        (what the classifier endpoints answer with), its scope signal the best species'
+        probability: nothing is calibrated and no features are needed."""
         species = np.array(probabilities, dtype=np.float32)
         background = None
         if self.background_index is not None:
             background = float(species[self.background_index])
             species[self.background_index] = -1.0
         top = int(np.argmax(species))
-        calibrated = (
-            calibrate(probabilities, self.calibration.temperature, self.calibration.probability_floor)
-            if self.calibration is not None
-            else np.asarray(probabilities, dtype=np.float32)
-        )
         raw = np.asarray(probabilities, dtype=np.float32)
+        if not calibrated:
+            return Assessment(raw, top, float(raw[top]), background, raw, features)
+        calibrated_p = self.calibrated(raw)
         if self.signal == "class_cosine" and features is None:
             raise ValueError("class_cosine needs the photo's features")
-        assessment = Assessment(calibrated, top, 0.0, background, raw, features)
+        assessment = Assessment(calibrated_p, top, 0.0, background, raw, features)
         return replace(assessment, scope=self.scope_for(assessment, top))
+
+    def calibrated(self, probabilities: Array) -> Array:
+        """The model's probabilities made honest by its temperature (unchanged without one)."""
+        if self.calibration is None:
+            return np.asarray(probabilities, dtype=np.float32)
+        return calibrate(probabilities, self.calibration.temperature, self.calibration.probability_floor)
 
     def scope_for(self, assessment: Assessment, species: int) -> float:
         """The photo's scope signal for ``species`` (its own top one, or an observation's)."""

@@ -9,9 +9,9 @@ import numpy as np
 
 from app.core import Label
 from app.identification.lookup import Lookup
+from app.identification.run import run_photo
 from app.imaging.photo import Photo
 from app.index.artifacts import SpeciesIndex
-from app.models.inference import infer
 from app.models.runner import InferenceRunner
 
 
@@ -34,7 +34,8 @@ class IndexWriter:
         the current version and publishes the result atomically. A volume that cannot take the
         new version is an error with nothing changed: 507 when it is full, 503 when read-only."""
         _, embedder = await self.lookup.current()
-        features = [(await infer(self.runner, embedder, p.data, self.max_pixels)).output for p in photos]
+        runs = [await run_photo(self.runner, p, [], embedder, self.max_pixels) for p in photos]
+        features = [run.index_features for run in runs if run.index_features is not None]
         label = Label(scientific_name=scientific_name, common_name=common_name)
         assert self.lookup.store is not None  # current() found it
         before, after = await asyncio.to_thread(

@@ -15,8 +15,9 @@ the name's CRC32; the birds' labels linked to the fake by ``link-gbif`` first).
 
 Why they could differ: /bird_url ranks the model's own probabilities (uint8 / 256), /v1/identify
 calibrated ones (temperature-scaled, ``log(max(p, 1/512)) / T`` then a softmax). Without a place
-the scaling keeps the order (it is monotone); with one, each is multiplied by the same geo weight,
-and a sharper (T < 1) or flatter distribution can let the weight decide differently.
+the scaling keeps the order (it is monotone); with one, the geo weight must multiply the same
+(calibrated) probabilities on both routes, or a sharper (T < 1) or flatter distribution lets the
+weight decide differently.
 """
 
 from __future__ import annotations
@@ -47,23 +48,14 @@ PLACE = {"lat": 40.2, "lon": -75.3}
 CELL = (40.0, 41.0, -76.0, -75.0)
 RECORDS = (0, 2, 20, 400)  # a species' records in the cell, by crc32(name) % 4
 
-# Photos on which the two routes disagree today (commit d040904), and why. Without a place they
-# agree on all 55 photos /v1/identify names a species for (it names none, out_of_scope, for
-# Anas_rubripes_01, Dolichonyx_oryzivorus_01 and the dragonfly and sunflower samples).
+# Photos on which the two routes may disagree, and why: none. Without a place they agree on all 55
+# photos /v1/identify names a species for (it names none, out_of_scope, for Anas_rubripes_01,
+# Dolichonyx_oryzivorus_01 and the dragonfly and sunflower samples). With the place they
+# disagreed at d040904 on Corvus_ossifragus_01 and Melanitta_americana_01: the prior multiplied
+# /bird_url's raw probabilities but /v1/identify's calibrated (sharper, T=0.54) ones, so a weight
+# overturned the raw ranking only. The place now weighs calibrated probabilities on both.
 DISAGREE: dict[str, str] = {}
-_PRIOR_ON_DIFFERENT_SCORES = (
-    "disagrees at d040904: the geo prior multiplies /bird_url's raw probabilities but /v1/identify's "
-    "calibrated (sharper, T=0.54) ones by the same weights, so the weight overturns the raw ranking only. "
-)
-DISAGREE_WITH_PLACE = {
-    "Corvus_ossifragus_01": _PRIOR_ON_DIFFERENT_SCORES
-    + "Vision C. corax 0.539 / C. brachyrhynchos 0.305 raw, 0.719 / 0.251 calibrated; weights 0.357 "
-    "(2 records) / 0.989 (400): /bird_url says C. brachyrhynchos 0.519, /v1/identify C. corax 0.492",
-    "Melanitta_americana_01": _PRIOR_ON_DIFFERENT_SCORES
-    + "Vision M. americana 0.367 / Lophodytes cucullatus 0.090 raw, 0.803 / 0.060 calibrated; weights "
-    "0.1 (no record) / 0.82 (20): /bird_url says L. cucullatus 0.192, /v1/identify M. americana 0.395 "
-    "(the photo's species)",
-}
+DISAGREE_WITH_PLACE: dict[str, str] = {}
 
 
 def records(name: str) -> int:

@@ -19,7 +19,6 @@ import pytest
 
 from app.identification.answer import Answer
 from app.identification.request import Request
-from app.identification.run import ModelOutput
 from app.identification.service import Identifier
 from app.identification.steer import GeoOutcome, steer_now
 from app.models.registry import LoadedModel, Registry
@@ -198,8 +197,8 @@ def decide(service: Identifier, calibrations: dict[str, Calibration], found: dic
         )
         models.append(replace(model, scope=scope))
     plan = replace(plan, models=models)
-    outputs = {name: ModelOutput(s.probabilities, s.features) for name, s in found.items()}
-    verdicts, chosen, why = service.judge([outputs], plan, "calibrated")
+    assessed = {m.name: m.scope.assess(found[m.name].probabilities, found[m.name].features) for m in models}
+    verdicts, chosen, why = service.judge([assessed], plan, "calibrated")
     steered = steer_now(chosen.probabilities, chosen.model, plan) if chosen.accepted else None
     geo = steered.geo if steered is not None else GeoOutcome.not_requested(False)
     answer = service.conclude(verdicts, chosen, why, plan, "calibrated", None, steered, geo)

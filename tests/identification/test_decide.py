@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core import Label
 from app.enrich.taxonomies import Taxonomy
 from app.identification.decide import (
     NOISE_RATIO,
@@ -28,25 +27,14 @@ from app.identification.plan import Plan
 from app.identification.request import ScoreKind, Steering
 from app.identification.steer import GeoOutcome, Steered
 from app.models.loaded import LoadedModel
-from app.models.manifest import ModelSpec
-from app.models.scope import ModelScope
+from tests.services.helpers import crafted_model
 
 NO_TAXONOMY: Taxonomy = {}
 
 
 def model_of(classes: int, background: int | None) -> LoadedModel:
     """An uncalibrated classifier of ``classes`` labels (the scope signal: max probability)."""
-    spec = ModelSpec(
-        name="crafted_v1",
-        task="classifier",
-        format="tflite",
-        file="crafted.tflite",
-        labels="crafted.csv",
-        background_index=background,
-    )
-    labels = [Label(scientific_name=f"Genus species{i}") for i in range(classes)]
-    scope = ModelScope(None, None, background_index=background)
-    return LoadedModel(spec, state="ready", labels=labels, scope=scope)
+    return crafted_model(classes=[f"Genus species{i}" for i in range(classes)], background=background)
 
 
 def decided(

@@ -16,7 +16,6 @@ from app.enrich.taxonomies import TaxonomyBook
 from app.identification.answer import Answer
 from app.identification.plan import Plan, plan_for
 from app.identification.request import Place, Request, Steering
-from app.identification.run import ModelOutput
 from app.identification.service import Identifier
 from app.identification.steer import steer_now
 from app.imaging.photo import Photo
@@ -75,9 +74,9 @@ def interpret(
     """One output of ``model`` answered as a classifier endpoint answers its photo (the model's
     own probabilities, no place): ``identify_files``' steps for one photo, on given numbers."""
     plan = plan or plan_for([model], identifier.taxonomies, Steering(), identifier.ranking)
-    verdicts, chosen, why = identifier.judge(
-        [{model.name: ModelOutput(probabilities, features)}], plan, "model"
-    )
+    assert model.scope is not None
+    assessed = {model.name: model.scope.assess(probabilities, features, calibrated=False)}
+    verdicts, chosen, why = identifier.judge([assessed], plan, "model")
     steered = steer_now(chosen.probabilities, model, plan)
     return identifier.conclude(verdicts, chosen, why, plan, "model", top_k, steered, steered.geo)
 
@@ -97,7 +96,9 @@ def toy_entry(model: Path, labels: Path, name: str = "toy_v1", **overrides: Any)
     }
 
 
-def crafted_model(taxonomy: Path | None = None) -> LoadedModel:
+def crafted_model(
+    taxonomy: Path | None = None, *, classes: list[str] = TOY_CLASSES, background: int | None = TOY_BACKGROUND
+) -> LoadedModel:
     """A classifier with just what an answer reads (the spec's background, the labels, the
     taxonomy path, an uncalibrated scope) and no weights: probabilities are handed to it."""
     spec = ModelSpec(
@@ -106,10 +107,10 @@ def crafted_model(taxonomy: Path | None = None) -> LoadedModel:
         format="tflite",
         file="crafted.tflite",
         labels="crafted.csv",
-        background_index=TOY_BACKGROUND,
+        background_index=background,
     )
-    labels = [Label(scientific_name=name) for name in TOY_CLASSES]
-    scope = ModelScope(None, None, background_index=TOY_BACKGROUND)
+    labels = [Label(scientific_name=name) for name in classes]
+    scope = ModelScope(None, None, background_index=background)
     return LoadedModel(spec, state="ready", labels=labels, taxonomy_path=taxonomy, scope=scope)
 
 

@@ -25,7 +25,7 @@ async def live() -> Liveness:
     "/ready",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "models still loading, or none usable"}},
-    summary="200 once the models are loaded (see REQUIRE_ALL_MODELS)",
+    summary="200 once the models are loaded (see MODELS_REQUIRE_ALL)",
 )
 async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreDep) -> JSONResponse:
     states = {entry.spec.name: entry.state for entry in registry.entries()}

@@ -25,7 +25,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
     dependencies=[AdminDep],
     summary="Re-read the manifest: load new or changed models (a trained head), keep the rest serving",
     description=(
-        "Needs `Authorization: Bearer <ADMIN_TOKEN>`. Entries whose manifest entry or file changed "
+        "Needs `Authorization: Bearer <SECURITY_ADMIN_TOKEN>`. Entries whose manifest entry or file changed "
         "are loaded aside and swapped in at once; requests in flight finish on what they started "
         "with. A changed entry whose new version fails to load (a corrupt file) is refused, with the "
         "reason, and the version loaded before keeps serving. A broken manifest is refused (409) and "

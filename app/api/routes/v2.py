@@ -15,7 +15,7 @@ says), with the body the spec gives (plus "error" on a model's 503); every error
 ``{"error": "..."}``, the protocol's error object. Open, like /health/* and /v1/models.
 
 Readiness is the registry's: the server's is /health/ready's ``Registry.is_ready`` (with
-REQUIRE_ALL_MODELS), a model's is what every photo endpoint requires (``state == "ready"``).
+MODELS_REQUIRE_ALL), a model's is what every photo endpoint requires (``state == "ready"``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def server_live() -> ServerLiveResponse:
     "/health/ready",
     response_model=ServerReadyResponse,
     responses={503: {"model": ServerReadyResponse, "description": "models loading, or none usable"}},
-    summary="Server ready (readinessProbe): as /health/ready, with REQUIRE_ALL_MODELS",
+    summary="Server ready (readinessProbe): as /health/ready, with MODELS_REQUIRE_ALL",
 )
 async def server_ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     ready = registry.is_ready(require_all=settings.models.require_all)
