@@ -19,8 +19,8 @@ With ``--baseline REV`` it runs only a regression check instead: (c) from a deta
 REV (before) and (c) from this working tree, uncommitted edits included (after), both up at once,
 driven in turns (before, after, after, before, ...: drift and noise hit both sides equally) at
 concurrency 16 with the real photos, by upload and by URL; per input mode it prints img/s per round,
-each side's median and after/before, PASS when that is at least ``--min-ratio`` (exit status 1 if
-not).
+each side's median and after/before, and the same for p99 latency, PASS when the img/s ratio is at
+least ``--min-ratio`` and the p99 ratio at most its inverse (exit status 1 if not).
 
     .venv/bin/python benchmarks/serving.py --identify        # POST /v1/identify vs the old page's calls
 
@@ -449,6 +449,7 @@ def compare_with(rev: str, rounds: int, total: int, min_ratio: float) -> int:
     uvicorn = [sys.executable, "-m", "uvicorn", "app.main:app"]
     servers: dict[str, Server] = {}
     rates: dict[tuple[str, str], list[float]] = {(s, m): [] for s in ("before", "after") for m in inputs}
+    p99s: dict[tuple[str, str], list[float]] = {key: [] for key in rates}
     errors = 0
     started = time.monotonic()
     try:
@@ -473,6 +474,7 @@ def compare_with(rev: str, rounds: int, total: int, min_ratio: float) -> int:
                     for side in order:
                         measured = asyncio.run(drive(servers[side].url, "/bird_url", payloads, 16, total))
                         rates[side, mode].append(measured[0])
+                        p99s[side, mode].append(measured[2])
                         errors += measured[3]
     finally:
         for server in servers.values():
@@ -480,17 +482,25 @@ def compare_with(rev: str, rounds: int, total: int, min_ratio: float) -> int:
         static.shutdown()
 
     failed = errors > 0
-    print(f"\n{'input':<7} {'round':>6} | {'before img/s':>12} | {'after img/s':>11} | after/before")
+    print(f"\n{'input':<7} {'round':>6} | {'before img/s':>12} | {'after img/s':>11} | after/before | "
+          f"{'before p99':>10} | {'after p99':>9} | after/before")  # fmt: skip
     for mode in inputs:
         before, after = rates["before", mode], rates["after", mode]
-        for i, (b, a) in enumerate(zip(before, after, strict=True), 1):
-            print(f"{mode:<7} {i:>6} | {b:12.1f} | {a:11.1f} | {a / b:12.3f}")
+        slow_before, slow_after = p99s["before", mode], p99s["after", mode]
+        for i, (b, a, pb, pa) in enumerate(zip(before, after, slow_before, slow_after, strict=True), 1):
+            print(f"{mode:<7} {i:>6} | {b:12.1f} | {a:11.1f} | {a / b:12.3f} | {pb:7.0f} ms | {pa:6.0f} ms | "
+                  f"{pa / pb:12.3f}")  # fmt: skip
         ratio = float(np.median(after) / np.median(before))
         paired = float(np.median(np.array(after) / np.array(before)))  # each round's two runs are adjacent
-        failed |= ratio < min_ratio
-        verdict = "PASS" if ratio >= min_ratio else "FAIL"
+        # p99 the other way round: after/before at most 1/min_ratio (5 % slower tails at 0.95).
+        tail = float(np.median(slow_after) / np.median(slow_before))
+        passed = ratio >= min_ratio and tail <= 1 / min_ratio
+        failed |= not passed
+        verdict = "PASS" if passed else "FAIL"
         print(f"{mode:<7} {'median':>6} | {np.median(before):12.1f} | {np.median(after):11.1f} | "
-              f"{ratio:12.3f}  {verdict} (>= {min_ratio}); rounds' median {paired:.3f}")  # fmt: skip
+              f"{ratio:12.3f} | {np.median(slow_before):7.0f} ms | {np.median(slow_after):6.0f} ms | "
+              f"{tail:12.3f}  {verdict} (img/s >= {min_ratio}, p99 <= {1 / min_ratio:.3f}); "
+              f"rounds' median img/s {paired:.3f}")  # fmt: skip
     if errors:
         print(f"FAIL: {errors} requests did not answer 200 (logs in {work})")
     print(f"took {time.monotonic() - started:.0f} s")
