@@ -46,7 +46,6 @@ class GeoOutcome:
     cache: CacheState | None = None
     weights: npt.NDArray[np.float64] | None = None  # per class of the model: the prior's w(n)
     records: npt.NDArray[np.int64] | None = None  # per class: its records in the cell
-    vision: Array | None = None  # the probabilities before the place
     mode: GeoMode = "prior"
     # geo=filter: per class, recorded in the cell (what the filter keeps); None in prior mode
     recorded: npt.NDArray[np.bool_] | None = None
@@ -130,7 +129,6 @@ class GeoWeighting:
             nearby.cache,
             weights,
             records,
-            probabilities,
             mode=mode,
             recorded=recorded,
         )
@@ -148,11 +146,6 @@ class Steered:
     kept_mass: float | None  # what the kept species held before renormalising; None: no filter
     geo: GeoOutcome
     rollup: Rollup | None = None  # geo=filter removed the best species: its nearest recorded ancestor
-
-    @classmethod
-    def unsteered(cls, probabilities: Array, geo: GeoOutcome) -> Steered:
-        vision = geo.vision if geo.vision is not None else probabilities
-        return cls(probabilities, vision, None, None, geo)
 
 
 def narrow(probabilities: Array, keep: Mask) -> tuple[Array, float]:

@@ -37,6 +37,11 @@ def model_of(classes: int, background: int | None) -> LoadedModel:
     return crafted_model(classes=[f"Genus species{i}" for i in range(classes)], background=background)
 
 
+def unsteered(probabilities: np.ndarray) -> Steered:
+    """Scores as they are: no filter, no place."""
+    return Steered(probabilities, probabilities, None, None, GeoOutcome.not_requested(False))
+
+
 def decided(
     probabilities: list[float] | np.ndarray,
     *,
@@ -51,7 +56,7 @@ def decided(
     assert model.scope is not None
     found = verdict(model, [model.scope.assess(p, None)], min_score, kind)
     plan = Plan([model], Steering(), min_score, 0.8)
-    steered = Steered.unsteered(found.probabilities, GeoOutcome.not_requested(False))
+    steered = unsteered(found.probabilities)
     return decide(found, [found], plan, NO_TAXONOMY, top_k, steered, kind), found
 
 
@@ -88,7 +93,7 @@ def test_ties_are_ordered_by_index_and_top_k_is_bounded():
 
 def test_listed_is_the_same_ranking_without_a_verdict():
     probs = np.array([0.1, 0.0, 0.3, 0.3, 0.2], np.float32)
-    steered = Steered.unsteered(probs, GeoOutcome.not_requested(False))
+    steered = unsteered(probs)
     assert listed(steered, 4, top_k=3) == [2, 3, 0]
     assert listed(steered, None, top_k=10) == [2, 3, 4, 0, 1]
     assert listed(steered, 4, top_k=10) == [2, 3, 0, 1]  # a zero is listed, the background never
@@ -97,7 +102,7 @@ def test_listed_is_the_same_ranking_without_a_verdict():
 def test_a_calibrated_answer_lists_no_species_the_model_gave_nothing_nor_noise():
     """The support (what the model gave any probability) and NOISE_RATIO of the best one."""
     scores = np.array([0.6, 0.3, 0.0999, 0.0007, 0.0005, 0.0], np.float32)
-    steered = Steered.unsteered(scores, GeoOutcome.not_requested(False))
+    steered = unsteered(scores)
     support = np.array([True, True, False, True, True, True])
     assert listed(steered, 5, top_k=10, support=support) == [0, 1, 3]  # 2: zero in the model's output
     assert 0.0007 >= 0.6 * NOISE_RATIO > 0.0005  # 4 is under 1/1000 of the best one

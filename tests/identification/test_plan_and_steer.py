@@ -365,9 +365,7 @@ class _Filtering:
         weighted = np.where(kept, probabilities, 0.0).astype(np.float32)
         weighted[kept] *= float(probabilities[:BACKGROUND].sum()) / float(weighted[kept].sum())
         weighted[BACKGROUND] = probabilities[BACKGROUND]
-        outcome = GeoOutcome(
-            "applied", records=kept.astype(np.int64) * 7, vision=probabilities, mode=mode, recorded=kept
-        )
+        outcome = GeoOutcome("applied", records=kept.astype(np.int64) * 7, mode=mode, recorded=kept)
         return weighted, outcome
 
 
