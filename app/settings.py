@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -431,7 +432,9 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     def model_post_init(self, context: Any, /) -> None:
-        for old, new in deprecated_in(os.environ).items():
+        # Where the groups read from: the environment and the .env file beside the process.
+        from_file = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+        for old, new in deprecated_in({**from_file, **os.environ}).items():
             log.warning("%s is a deprecated name: set %s instead", old, new)
 
 

@@ -194,3 +194,16 @@ def test_old_names_in_use_are_logged(monkeypatch, caplog):
     assert deprecated_in({"MAX_QUEUE": "3", "FETCH_USER_AGENT": "x"}) == {"MAX_QUEUE": "ADMISSION_MAX_QUEUE"}
     warned = [r.getMessage() for r in caplog.records]
     assert warned == ["MAX_QUEUE is a deprecated name: set ADMISSION_MAX_QUEUE instead"]
+
+
+def test_old_names_in_the_env_file_are_logged_too(monkeypatch, caplog, tmp_path):
+    """.env is read by every group; an old name there is as deprecated as in the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MIN_SCORE", raising=False)
+    monkeypatch.delenv("RANKING_MIN_SCORE", raising=False)
+    (tmp_path / ".env").write_text("MIN_SCORE=0.3\n")
+    with caplog.at_level(logging.WARNING, logger="app.settings"):
+        settings = Settings()
+    assert settings.ranking.min_score == 0.3
+    warned = [r.getMessage() for r in caplog.records]
+    assert "MIN_SCORE is a deprecated name: set RANKING_MIN_SCORE instead" in warned
