@@ -115,25 +115,52 @@ def test_an_animated_gif_uses_its_first_frame(tight):
 
 
 def test_sigterm_lets_in_flight_requests_finish(manifest, heavy_png, artifacts):
+    """Two uploads whose requests the server has begun (both written whole to their sockets, its
+    parser given a moment) when SIGTERM arrives: both are answered 200 before it exits. Raw
+    sockets, not a client in a thread: a thread that has not connected yet when the signal lands
+    makes a request the server never began, which it rightly refuses."""
     import signal
+    import socket
     import threading
 
     proc = ServiceProcess(service_env(manifest), artifacts / "shutdown-service.log").start()
-    answers: list[httpx.Response] = []
+    boundary = "shutdown-7d3f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + heavy_png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = (
+        f"POST /plant_url HTTP/1.1\r\nHost: 127.0.0.1:{proc.port}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    sockets = [socket.create_connection(("127.0.0.1", proc.port), timeout=60) for _ in range(2)]
+    replies: list[bytes] = [b"", b""]
 
-    def send() -> None:
-        answers.append(
-            httpx.post(f"{proc.base_url}/plant_url", files={"image": ("big.png", heavy_png)}, timeout=60)
-        )
+    def receive(i: int) -> None:
+        chunks = []
+        while chunk := sockets[i].recv(65536):
+            chunks.append(chunk)
+        replies[i] = b"".join(chunks)
 
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
+    writers = [threading.Thread(target=sock.sendall, args=(request,)) for sock in sockets]
+    for thread in writers:
         thread.start()
-    time.sleep(0.15)  # the uploads are in, the decoding has begun
+    for thread in writers:
+        thread.join(30)
+    readers = [threading.Thread(target=receive, args=(i,)) for i in range(2)]
+    for thread in readers:
+        thread.start()
+    time.sleep(0.1)  # the server's parser has the requests' heads: both are in flight
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
-    for thread in threads:
+    for thread in readers:
         thread.join(60)
-    assert [a.status_code for a in answers] == [200, 200]
+    for sock in sockets:
+        sock.close()
+    assert [reply.split(b"\r\n", 1)[0] for reply in replies] == [b"HTTP/1.1 200 OK"] * 2, replies
     # uvicorn re-raises SIGTERM once it has shut down cleanly (as PID 1 in the image it exits 0).
     assert proc.proc.wait(30) in (0, -signal.SIGTERM)
