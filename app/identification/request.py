@@ -20,6 +20,9 @@ from app.imaging.photo import Photo
 MAX_PHOTOS = 5  # one observation: photos of one organism
 
 GeoMode = Literal["off", "prior", "filter"]
+# Where a place came from: the request (the API's lat/lon, the CLI's --lat/--lon), a collection's
+# CSV row or Camtrap DP deployment, or the photo's own EXIF GPS.
+PlaceSource = Literal["request", "row", "deployment", "photo"]
 # ``calibrated``: temperature-scaled probabilities, comparable across models, and the scope
 # signal decides whether a model knows what the photos show (/v1/identify). ``model``: the
 # model's own output, and its background class decides (the classifier endpoints, unchanged).
@@ -28,11 +31,15 @@ ScoreKind = Literal["calibrated", "model"]
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """Where (WGS84) and when an observation was made; the month picks GBIF's records."""
+    """Where (WGS84) and when an observation was made; the month picks GBIF's records.
+    ``source``: where the coordinates came from; ``date_source``: where the date came from,
+    when that is another source (a request's date with the photo's GPS)."""
 
     lat: float
     lon: float
     date: dt.date | None = None
+    source: PlaceSource = "request"
+    date_source: PlaceSource | None = None
 
     @property
     def month(self) -> int | None:
