@@ -21,6 +21,7 @@ from app.api.errors import install_error_handlers
 from app.api.main import api_router
 from app.api.middleware import BodySizeLimit, ConfiguredCORS, RequestDeadline
 from app.api.routes import web
+from app.core.private_logs import mask_places_in_access_log
 from app.metrics import MetricsMiddleware
 from app.models.registry import Registry
 from app.services.reload import watch_manifest
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config = settings or Settings()
         level = config.server.log_level.upper()
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        mask_places_in_access_log()
         async with AsyncExitStack() as stack:
             await _serve(app, config, stack)
             yield

@@ -12,8 +12,8 @@ exit, each closer pushed as soon as its resource exists.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from app.core.rate_limit import RateLimiter
@@ -116,3 +116,27 @@ async def open_services(settings: Settings, *, only: str | None = None) -> Async
             if security.rate_limit_per_minute
             else None,
         )
+
+
+@contextmanager
+def running_services(
+    config: Settings, *, only: str | None = None, workers: int | None = None, index: bool = True
+) -> Iterator[tuple[Services, asyncio.Runner]]:
+    """For code that is not a server (a command, a Ray actor): the services loaded in the
+    foreground, with the event loop to run their coroutines on; ``workers``: in place of
+    ADMISSION_INFERENCE_WORKERS; ``index``: also load the served species index. Everything is
+    closed on exit."""
+    if workers is not None:
+        admission = config.admission.model_copy(update={"inference_workers": workers})
+        config = config.model_copy(update={"admission": admission})
+    with asyncio.Runner() as loop:
+        context = open_services(config, only=only)
+        services = loop.run(context.__aenter__())
+        try:
+            services.load(index=index and only is None)
+            yield services, loop
+        except BaseException as exc:
+            if not loop.run(context.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            loop.run(context.__aexit__(None, None, None))

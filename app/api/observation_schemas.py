@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
 from app.api.schemas import ImageInfo, IndexInfo, LookupResult, RollupInfo, TaxonInfo, Timings
-from app.api.steering_schemas import FiltersInfo, GeoInfo, Thresholds
+from app.api.steering_schemas import FiltersInfo, GeoInfo, PlaceInfo, Thresholds
 
 
 class ObservedSpeciesResult(BaseModel):
@@ -102,3 +102,4 @@ class IdentifyResponse(BaseModel):
         default=None, description="what taxon/species_list kept; null without"
     )
     thresholds: Thresholds | None = Field(default=None, description="the thresholds this answer used")
+    place: PlaceInfo = Field(default_factory=PlaceInfo, description="the place used, and where it came from")

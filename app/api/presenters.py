@@ -27,6 +27,7 @@ from app.api.steering_schemas import (
     FiltersInfo,
     GeoCellInfo,
     GeoInfo,
+    PlaceInfo,
     SpeciesListInfo,
     TaxonFilterInfo,
     Thresholds,
@@ -34,6 +35,7 @@ from app.api.steering_schemas import (
 from app.enrich.taxonomy import Rollup, Taxon
 from app.identification.answer import Answer, FilterReport
 from app.identification.lookup import LookupAnswer
+from app.identification.place import Whereabouts
 from app.identification.steer import GeoOutcome
 from app.identification.timings import Timings as StageTimings
 from app.imaging.decode import DecodedImage
@@ -114,6 +116,7 @@ def classification(found: Answer) -> ClassificationResponse:
         filters=filters_info(found.filters),
         geo=geo_info(found.geo),
         thresholds=thresholds(found.min_score, found.rollup_threshold),
+        place=place_info(found.where),
     )
 
 
@@ -239,6 +242,21 @@ def observation(found: Answer) -> IdentifyResponse:
         else None,
         filters=filters_info(found.filters),
         thresholds=thresholds(found.min_score, found.rollup_threshold),
+        place=place_info(found.where),
+    )
+
+
+def place_info(where: Whereabouts) -> PlaceInfo:
+    place = where.place
+    if place is None:
+        return PlaceInfo(problems=list(where.problems))
+    return PlaceInfo(
+        lat=place.lat,
+        lon=place.lon,
+        date=place.date,
+        source=place.source,
+        date_source=place.date_source,
+        problems=list(where.problems),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
-from app.api.steering_schemas import FiltersInfo, GeoInfo, Thresholds
+from app.api.steering_schemas import FiltersInfo, GeoInfo, PlaceInfo, Thresholds
 
 
 class TaxonInfo(BaseModel):
@@ -139,6 +139,7 @@ class ClassificationResponse(BaseModel):
     )
     geo: GeoInfo | None = Field(default=None, description="what the place (lat/lon, geo=) did")
     thresholds: Thresholds | None = Field(default=None, description="the thresholds this answer used")
+    place: PlaceInfo | None = Field(default=None, description="the place used, and where it came from")
 
 
 class LookupResult(SpeciesResult):

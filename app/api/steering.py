@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, File, Query, UploadFile
 
 from app.api.deps import SettingsDep
 from app.errors import BadRequest
-from app.identification.request import GeoMode, Place, Steering
+from app.identification.request import GeoMode, Place, PlaceSource, Steering
 from app.identification.species_lists import SpeciesList, SpeciesLists
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, description="WGS84 latitude of the observation")]
@@ -43,6 +44,10 @@ GEO = (
 MIN_SCORE_HELP = (
     "this request's RANKING_MIN_SCORE: a best score under it is `no_match: true`, `low_confidence` (scores "
     "are probabilities: calibrated on /v1/identify, the model's own on the classifier endpoints)"
+)
+PHOTO_METADATA = (
+    "without lat/lon, use the photo's own EXIF GPS as the place (and its DateTimeOriginal as the date "
+    "when none is given); `place.source` says which was used, `place.problems` what was ignored"
 )
 ROLLUP = (
     "this request's RANKING_ROLLUP_THRESHOLD: when no species reaches it, the deepest taxon whose species' "
@@ -90,14 +95,31 @@ async def _species_list(
 SteeringDep = Annotated[Steering, Depends(_steering)]
 
 
-async def _place(steering: SteeringDep, lat: Lat = None, lon: Lon = None, date: When = None) -> Place | None:
+@dataclass(frozen=True)
+class GivenPlace:
+    """What a request says of where and when, and whether the photos' own EXIF may fill in."""
+
+    place: Place | None
+    date: tuple[dt.date, PlaceSource] | None  # a date without lat/lon (the photo's GPS may give them)
+    use_photo_metadata: bool
+
+
+async def _place(
+    steering: SteeringDep,
+    lat: Lat = None,
+    lon: Lon = None,
+    date: When = None,
+    use_photo_metadata: Annotated[bool, Query(description=PHOTO_METADATA)] = True,
+) -> GivenPlace:
     if (lat is None) != (lon is None):
         raise BadRequest("give lat and lon together", detail={"lat": lat, "lon": lon})
     if steering.geo == "filter" and lat is None:
         raise BadRequest(
             "geo=filter keeps the species recorded near a place: give lat and lon", detail={"geo": "filter"}
         )
-    return Place(lat, lon, date) if lat is not None and lon is not None else None
+    if lat is not None and lon is not None:
+        return GivenPlace(Place(lat, lon, date), None, use_photo_metadata)
+    return GivenPlace(None, (date, "request") if date is not None else None, use_photo_metadata)
 
 
-PlaceDep = Annotated[Place | None, Depends(_place)]
+PlaceDep = Annotated[GivenPlace, Depends(_place)]

@@ -4,6 +4,7 @@ classifier endpoints (``schemas.ClassificationResponse``) and /v1/identify (``ob
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -47,6 +48,27 @@ class Thresholds(BaseModel):
     )
     rollup_threshold: float = Field(
         description="the rollup's threshold (RANKING_ROLLUP_THRESHOLD or rollup_threshold)"
+    )
+
+
+class PlaceInfo(BaseModel):
+    """Where and when the observation was made, as the answer used it (the place's coordinates
+    never reach the logs)."""
+
+    lat: float | None = Field(default=None, description="WGS84; null: no place known")
+    lon: float | None = None
+    date: dt.date | None = None
+    source: Literal["request", "row", "deployment", "photo"] | None = Field(
+        default=None,
+        description="where lat/lon came from: the request's lat/lon, a batch's CSV row or Camtrap DP "
+        "deployment, or the photo's own EXIF GPS (when none was given and use_photo_metadata is on)",
+    )
+    date_source: Literal["request", "row", "deployment", "photo"] | None = Field(
+        default=None, description="where the date came from, when not from `source` (e.g. the photo's EXIF)"
+    )
+    problems: list[str] = Field(
+        default=[],
+        description="the photos' metadata that was ignored (broken or out-of-range EXIF), in words",
     )
 
 

@@ -3,7 +3,9 @@ place and date the source gives) and, once answered, their outcomes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from app.identification.request import Place
@@ -60,3 +62,21 @@ class Outcome:
     answer: dict[str, Any] | None
     error: str | None
     answered_at: str
+
+
+def observation_to_json(observation: Observation) -> str:
+    """For a Ray worker: an observation as plain JSON (no pickled objects cross processes)."""
+    fields = asdict(observation)
+    if observation.place is not None:
+        fields["place"]["date"] = observation.place.date.isoformat() if observation.place.date else None
+    return json.dumps(fields)
+
+
+def observation_from_json(text: str) -> Observation:
+    fields = json.loads(text)
+    place = fields.pop("place")
+    if place is not None:
+        date = place.pop("date")
+        place = Place(**place, date=dt.date.fromisoformat(date) if date else None)
+    photos = tuple(PhotoRef(**photo) for photo in fields.pop("photos"))
+    return Observation(**fields, photos=photos, place=place)

@@ -63,22 +63,10 @@ def open_services(
     """The server's services (``app.wiring``), loaded in the foreground, with the event loop to
     run their coroutines on; ``only``: just that model (and a head's embedder); ``workers``: in
     place of ADMISSION_INFERENCE_WORKERS. Everything is closed on exit."""
-    from app.wiring import open_services as opening
+    from app.wiring import running_services
 
-    if workers is not None:
-        admission = config.admission.model_copy(update={"inference_workers": workers})
-        config = config.model_copy(update={"admission": admission})
-    with asyncio.Runner() as loop:
-        context = opening(config, only=only)
-        services = loop.run(context.__aenter__())
-        try:
-            services.load(index=only is None)
-            yield services, loop
-        except BaseException as exc:
-            if not loop.run(context.__aexit__(type(exc), exc, exc.__traceback__)):
-                raise
-        else:
-            loop.run(context.__aexit__(None, None, None))
+    with running_services(config, only=only, workers=workers) as opened:
+        yield opened
 
 
 @contextmanager
@@ -121,15 +109,18 @@ def steering(
         raise fail(exc.message) from exc
 
 
-def place(lat: float | None, lon: float | None, date: str | None, geo: str) -> Place | None:
-    """The place the options give, checked as the API checks it; exit 2 with the reason."""
+def place(
+    lat: float | None, lon: float | None, date: str | None, geo: str, *, filter_needs_place: bool = True
+) -> Place | None:
+    """The place the options give, checked as the API checks it; exit 2 with the reason.
+    ``filter_needs_place``: False where the photos' source gives places (``batch``)."""
     import datetime as dt
 
     from app.identification.request import Place
 
     if (lat is None) != (lon is None):
         raise fail("give --lat and --lon together")
-    if geo == "filter" and lat is None:
+    if geo == "filter" and lat is None and filter_needs_place:
         raise fail("--geo filter keeps the species recorded near a place: give --lat and --lon")
     try:
         when = dt.date.fromisoformat(date) if date else None

@@ -14,6 +14,7 @@ from app.core import Label
 from app.enrich.taxonomy import Rollup, Taxon
 from app.identification.decide import ModelVerdict, NoMatchReason
 from app.identification.lookup import LookupAnswer
+from app.identification.place import Whereabouts
 from app.identification.plan import Plan, ResolvedTaxon
 from app.identification.request import ScoreKind
 from app.identification.species_lists import SpeciesList
@@ -78,6 +79,7 @@ class Answer:
     filters: FilterReport | None = None  # what the taxon/list filters kept; None without
     photos: list[tuple[Photo, DecodedImage]] = field(default_factory=list)  # empty for files
     timings: Timings | None = None
+    where: Whereabouts = field(default_factory=Whereabouts.nowhere)  # the place used, and from where
     index: LookupAnswer | None = None  # what the species index says, when asked and served
 
     @property

@@ -95,6 +95,10 @@ class Request:
     groups: frozenset[str] | None = None
     scores: ScoreKind = "calibrated"
     with_index: bool = True
+    # Without a place, the photos' own EXIF GPS and date (``app.identification.place``).
+    use_photo_metadata: bool = True
+    date: tuple[dt.date, PlaceSource] | None = None  # a date given without coordinates, and by whom
+    fallback: Place | None = None  # when neither the request nor the photos give one (batch --lat/--lon)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.photos) <= MAX_PHOTOS:

@@ -26,6 +26,7 @@ from app.errors import IndexUnavailable, ServiceError
 from app.identification.answer import Answer, FileAnswers, Species, report
 from app.identification.decide import ModelVerdict, calibrated_view, decide, route, verdict
 from app.identification.lookup import Lookup, LookupAnswer
+from app.identification.place import locate
 from app.identification.plan import Plan, classifiers, plan_for
 from app.identification.request import Request, ScoreKind, Steering
 from app.identification.run import PhotoRun, run_photo
@@ -81,16 +82,22 @@ class Identifier:
             )
         )
         verdicts, chosen, why = self.judge([run.assessments for run in runs], plan, request.scores)
+        where = locate(
+            request.place,
+            request.date,
+            [run.image.metadata for run in runs],
+            use_photos=request.use_photo_metadata,
+            fallback=request.fallback,
+        )
+        place = where.place
         steered = None
         if chosen.accepted or request.scores == "model":  # the model's own answer lists its guesses
             taxonomy = self.taxonomies.get(chosen.model.taxonomy_path)
-            weighed = (
-                calibrated_view(chosen) if request.scores == "model" and request.place is not None else None
-            )
+            weighed = calibrated_view(chosen) if request.scores == "model" and place is not None else None
             steered = await steer(
-                chosen.probabilities, chosen.model, taxonomy, plan, self.geo, request.place, weighed
+                chosen.probabilities, chosen.model, taxonomy, plan, self.geo, place, weighed
             )
-        geo = steered.geo if steered is not None else GeoOutcome.not_requested(request.place is not None)
+        geo = steered.geo if steered is not None else GeoOutcome.not_requested(place is not None)
         if plan.steering.geo == "off" and steered is None:
             geo = GeoOutcome.off()
         answer = self.conclude(verdicts, chosen, why, plan, request.scores, request.top_k, steered, geo)
@@ -107,6 +114,7 @@ class Identifier:
             photos=[(run.photo, run.image) for run in runs],
             timings=timings,
             index=await self._look_up(indexed, runs, request.top_k),
+            where=where,
         )
 
     @staticmethod

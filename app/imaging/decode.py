@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.core.types import InputSpec
 from app.errors import PayloadTooLarge, UndecodableImage, UnsupportedMediaType
+from app.imaging.photo_metadata import PhotoMetadata, read_metadata
 
 # Openers Pillow may use. The JPEG opener also yields MPO (what many phone cameras write:
 # a JPEG with extra frames), so MPO needs no entry of its own.
@@ -52,6 +53,7 @@ class DecodedImage:
     format: str
     width: int  # of the original, after EXIF orientation
     height: int
+    metadata: PhotoMetadata | None = None  # where and when the photo says it was taken
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -106,8 +108,12 @@ def decode_for(
                     detail={"width": width, "height": height, "max_pixels": max_pixels},
                 )
             fmt = image.format or claimed
+            # getexif() stays unguarded, as it was: reading the metadata must not change which
+            # photos decode. read_metadata itself never raises.
+            exif = image.getexif()
+            metadata = read_metadata(exif)
             # Orientations 5-8 turn the photo by 90 degrees: report the size as it is seen.
-            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            turned = exif.get(0x0112, 1) in (5, 6, 7, 8)
             original = (height, width) if turned else (width, height)
             if fmt in ("JPEG", "MPO"):
                 # draft() keeps the result at or above the requested size; ask for the square
@@ -132,7 +138,13 @@ def decode_for(
             f"the {claimed} image is corrupt or truncated: {exc}", detail={"format": claimed}
         ) from exc
     return [
-        DecodedImage(pixels=_to_input(image, spec), format=fmt, width=original[0], height=original[1])
+        DecodedImage(
+            pixels=_to_input(image, spec),
+            format=fmt,
+            width=original[0],
+            height=original[1],
+            metadata=metadata,
+        )
         for image, spec in zip(resized, specs, strict=True)
     ]
 

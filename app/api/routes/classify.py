@@ -16,8 +16,8 @@ from app.api.deps import FetcherDep, IdentifierDep, RegistryDep, SettingsDep
 from app.api.image_input import ImageInput, ImageInputDep
 from app.api.params import TopK
 from app.api.schemas import ClassificationResponse, error_responses
-from app.api.steering import PlaceDep, SteeringDep
-from app.identification.request import Place, Request, Steering
+from app.api.steering import GivenPlace, PlaceDep, SteeringDep
+from app.identification.request import Request, Steering
 from app.identification.service import Identifier
 from app.imaging.fetch import ImageFetcher
 from app.settings import Settings
@@ -101,10 +101,20 @@ async def _classify(
     fetcher: ImageFetcher,
     settings: Settings,
     steering: Steering,
-    place: Place | None,
+    place: GivenPlace,
     top_k: int | None,
 ) -> ClassificationResponse:
     plan = identifier.plan(model=model, steering=steering)  # an unknown taxon costs no download
     photo = await image.load(fetcher, settings.images.max_upload_bytes)
-    request = Request([photo], place, steering, top_k, model=model, scores="model", with_index=False)
+    request = Request(
+        [photo],
+        place.place,
+        steering,
+        top_k,
+        model=model,
+        scores="model",
+        with_index=False,
+        date=place.date,
+        use_photo_metadata=place.use_photo_metadata,
+    )
     return presenters.classification(await identifier.identify(request, plan))

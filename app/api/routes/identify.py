@@ -71,7 +71,15 @@ async def identify(
     cap = settings.images.max_upload_bytes
     photos = [await _read(number, upload, cap) for number, upload in enumerate(uploads, 1)]
     photos += await asyncio.gather(*(_fetch(number, url, fetcher, cap) for number, url in numbered))
-    request = Request(photos, place, steering, top_k, groups=chosen)
+    request = Request(
+        photos,
+        place.place,
+        steering,
+        top_k,
+        groups=chosen,
+        date=place.date,
+        use_photo_metadata=place.use_photo_metadata,
+    )
     return presenters.observation(await identifier.identify(request, plan))
 
 

@@ -1,0 +1,187 @@
+"""``run_collection``: a source's observations through an engine into the journal, then the
+outputs from the journal. The command (``app.cli.batch``) maps its options onto this and prints
+the summary; nothing else is decided there.
+
+A rerun with the same source, options and DIR answers only what the journal does not hold
+(``--retry-failed``: also what failed); the outputs are rewritten whole from the journal, so a
+resumed run ends with what one uninterrupted run would have written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.batch.answering import Answered, Asked
+from app.batch.collection import Observation, Outcome
+from app.batch.journal import Journal
+from app.batch.sources import Source
+from app.settings import Settings
+
+Format = Literal["csv", "jsonl", "camtrap-dp", "dwca"]
+FORMATS: tuple[Format, ...] = ("csv", "jsonl", "camtrap-dp", "dwca")
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, none of which changes an answer (so a resume may change them)."""
+
+    formats: tuple[Format, ...] = ("csv", "jsonl")
+    engine: Engine = "local"
+    retry_failed: bool = False
+    workers: int | None = None  # local: inference threads; ray: actors (default: cores)
+    progress: bool = True
+    ray_address: str | None = None
+
+
+@dataclass
+class Summary:
+    observations: int  # in the source
+    answered_now: int  # by this run (the rest were in the journal)
+    done: int
+    failed: int
+    no_match: Counter[str] = field(default_factory=Counter)  # reason -> observations
+    models: Counter[str] = field(default_factory=Counter)  # the model that answered -> observations
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+
+
+def fingerprint_options(asked: Asked, source: Source, group_by: str, event_gap: float) -> dict[str, object]:
+    """What changes the answers: a journal made with other values is refused."""
+    listed = asked.steering.species_list
+    names = sorted(listed.names) if listed is not None else None
+    return {
+        "group_by": group_by,
+        "event_gap": event_gap if source.kind == "camtrap-dp" and group_by == "event" else None,
+        "groups": sorted(asked.groups) if asked.groups else None,
+        "taxon": asked.steering.taxon,
+        "species_list": hashlib.sha256("\n".join(names).encode()).hexdigest() if names is not None else None,
+        "geo": asked.steering.geo,
+        "min_score": asked.steering.min_score,
+        "rollup_threshold": asked.steering.rollup_threshold,
+        "top_k": asked.top_k,
+        "place": [asked.place.lat, asked.place.lon, str(asked.place.date)] if asked.place else None,
+        "use_photo_metadata": asked.use_photo_metadata,
+    }
+
+
+def run_collection(
+    config: Settings, source: Source, out: Path, asked: Asked, journal: Journal, how: RunOptions
+) -> Summary:
+    started = time.perf_counter()
+    statuses = journal.statuses()
+    redo = {"failed"} if how.retry_failed else set()
+    pending = [
+        (seq, obs)
+        for seq, obs in enumerate(source.observations)
+        if obs.id not in statuses or statuses[obs.id] in redo
+    ]
+    answered_now = 0
+    bar = _bar(len(source.observations), len(source.observations) - len(pending), how.progress)
+
+    def record(seq: int, observation: Observation, answered: Answered) -> None:
+        nonlocal answered_now
+        journal.record(observation.id, seq, answered.answer, answered.error, answered.answered_at)
+        answered_now += 1
+        bar.update(1)
+
+    try:
+        if pending:
+            if how.engine == "ray":
+                from app.batch.ray_engine import answer_on_ray
+
+                answer_on_ray(config, pending, asked, record, actors=how.workers, address=how.ray_address)
+            else:
+                _answer_here(config, pending, asked, record, how.workers)
+    finally:
+        bar.close()
+    summary = _summarise(journal, source, answered_now)
+    summary.outputs = write_outputs(journal, source, out, how.formats, config)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _answer_here(
+    config: Settings, pending: list[tuple[int, Observation]], asked: Asked, record: Any, workers: int | None
+) -> None:
+    from app.batch.engine import answer_all
+    from app.wiring import running_services
+
+    with running_services(config, workers=workers, index=False) as (services, loop):
+        loop.run(answer_all(services, pending, asked, record))
+
+
+def _bar(total: int, done: int, shown: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="obs", desc="identifying", disable=not shown, smoothing=0.1)
+
+
+def outcomes(journal: Journal, source: Source) -> Iterator[Outcome]:
+    """The journal's outcomes with their observations, in the source's order."""
+    by_id = {obs.id: obs for obs in source.observations}
+    for entry in journal.entries():
+        observation = by_id.get(entry.id)
+        if observation is not None:
+            yield Outcome(observation, entry.answer, entry.error, entry.answered_at)
+
+
+def _summarise(journal: Journal, source: Source, answered_now: int) -> Summary:
+    summary = Summary(len(source.observations), answered_now, 0, 0)
+    for outcome in outcomes(journal, source):
+        answer = outcome.answer
+        if answer is None:
+            summary.failed += 1
+            continue
+        summary.done += 1
+        if answer.get("no_match_reason"):
+            summary.no_match[answer["no_match_reason"]] += 1
+        if answer.get("model"):
+            summary.models[answer["model"]] += 1
+    return summary
+
+
+def write_outputs(
+    journal: Journal, source: Source, out: Path, formats: tuple[Format, ...], config: Settings
+) -> list[Path]:
+    from app.batch.outputs.tables import write_answers, write_predictions
+
+    written = []
+    if "csv" in formats:
+        written.append(write_predictions(outcomes(journal, source), out / "predictions.csv"))
+    if "jsonl" in formats:
+        written.append(write_answers(outcomes(journal, source), out / "answers.jsonl"))
+    if "camtrap-dp" in formats or "dwca" in formats:
+        everything = list(outcomes(journal, source))
+        models = _model_versions(config)
+        # The newest answer's time, not the clock: a resumed run writes what one run would have.
+        created = max((o.answered_at for o in everything), default="1970-01-01T00:00:00Z")
+        if "camtrap-dp" in formats:
+            from app.batch.outputs.camtrap_dp import write_camtrap_dp
+
+            written.append(
+                write_camtrap_dp(
+                    everything, out / "camtrap-dp", package=source.package, models=models, created=created
+                )
+            )
+        if "dwca" in formats:
+            from app.batch.outputs.darwin_core import write_dwca
+
+            title = f"Machine identifications of {source.path.name}"
+            written.append(
+                write_dwca(everything, out / "dwca.zip", models=models, created=created, title=title)
+            )
+    return written
+
+
+def _model_versions(config: Settings) -> dict[str, str]:
+    from app.models.registry import read_manifests
+
+    manifest = read_manifests(config.models, None)
+    return {spec.name: spec.version or "" for spec in manifest.models}
