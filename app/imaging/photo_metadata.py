@@ -85,8 +85,13 @@ def read_metadata(exif: Image.Exif) -> PhotoMetadata:
     Each ignored thing adds a problem in words; none ever holds a coordinate, since problems
     reach the answer and the logs."""
     problems: list[str] = []
-    lat, lon = _read_gps(exif, problems)
-    taken = _read_taken(exif, problems)
+    try:
+        lat, lon = _read_gps(exif, problems)
+        taken = _read_taken(exif, problems)
+    except Exception:
+        # The readers catch what broken files do; this is for what nobody foresaw, since a
+        # photo's metadata must never cost its identification.
+        return PhotoMetadata(problems=(UNREADABLE,))
     return PhotoMetadata(lat=lat, lon=lon, taken=taken, problems=tuple(problems))
 
 

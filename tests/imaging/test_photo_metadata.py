@@ -253,6 +253,15 @@ def test_a_block_that_cannot_be_read_is_ignored_with_a_problem():
     )
 
 
+class _Strange(Image.Exif):
+    def get_ifd(self, tag):
+        return 42  # not even a dict
+
+
+def test_anything_unforeseen_still_does_not_raise():
+    assert read_metadata(_Strange()) == PhotoMetadata(problems=(UNREADABLE,))
+
+
 # -- crafted dates ---------------------------------------------------------------------------------
 
 

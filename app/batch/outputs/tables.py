@@ -1,6 +1,7 @@
 """``predictions.csv`` (the columns ``identify FOLDER`` writes, plus the place and its source)
 and ``answers.jsonl`` (one line per observation: the /v1/identify answer, its ``observation``
-id and its ``photos`` as the source gave them; a failed one: its ``error``). Both are streamed
+id, and each of its ``photos`` with its ``path`` as the source gave it beside the answer's
+format and size; a failed one: its ``error``). Both are streamed
 from the outcomes in the source's order and written whole to a temporary file, then renamed:
 a crash never leaves half a file under the final name."""
 
@@ -68,14 +69,15 @@ def write_predictions(outcomes: Iterable[Outcome], path: Path) -> Path:
 def write_answers(outcomes: Iterable[Outcome], path: Path) -> Path:
     with replacing(path) as fh:
         for outcome in outcomes:
-            line: dict[str, Any] = {
-                "observation": outcome.observation.id,
-                "photos": [photo.given for photo in outcome.observation.photos],
-            }
+            given = [{"path": photo.given} for photo in outcome.observation.photos]
+            line: dict[str, Any] = {"observation": outcome.observation.id}
             if outcome.answer is not None:
                 line.update(outcome.answer)
+                # The answer's account of each photo (format, size), led by the photo as given.
+                given = [{**path, **info} for path, info in zip(given, outcome.answer["photos"], strict=True)]
             else:
                 line["error"] = outcome.error
+            line["photos"] = given
             line["answered_at"] = outcome.answered_at
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     return path

@@ -1,0 +1,389 @@
+"""``dwca.zip``: a Darwin Core Archive of the taxa a collection's observations were identified
+as, ready for GBIF's IPT or any DwC-A reader: ``occurrence.txt`` (tab-separated UTF-8, one
+header row), ``meta.xml`` (the core's row type and every column's term) and ``eml.xml`` (a
+minimal EML 2.1.1 description).
+
+Which observations become occurrences:
+
+- one row per observation whose answer names a taxon: its best species (no match, results
+  listed), or, when no species reached the minimum score (``low_confidence``, ``filtered_out``)
+  but the species under one higher taxon together reach the rollup threshold, that taxon, at its
+  rank (``taxonRank`` genus, family, ...): the photos do show a member of it;
+- no row for an observation that names no taxon (``not_an_organism``, ``out_of_scope``, a
+  ``low_confidence`` without a rollup) or that failed: an occurrence says *which* organism was
+  where and when, and GBIF does not publish one without a scientific name. ``predictions.csv``
+  and ``answers.jsonl`` keep every observation.
+
+``occurrenceID`` is the observation's id (what the source names it: a photo's path, a CSV's
+observation, a Camtrap DP media or event), so a rerun over the same source writes the same ids.
+``eventDate``: a Camtrap DP event's start/end, else the photo's timestamp, else the place's date
+(the source's, or the photos' EXIF): the most precise one known. The coordinates are the place
+the answer used (the request's, the row's, the deployment's or the photo's GPS).
+
+The answer-reading helpers here (``named_taxon``, ``where``, ``classified_by``, ``taxon_id``)
+serve the Camtrap DP writer too, so that both outputs name the same taxon for an observation.
+Only the standard library: the service's image carries no Darwin Core dependency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.batch.collection import Observation, Outcome
+
+DWC = "http://rs.tdwg.org/dwc/terms/"
+DWC_TEXT = "http://rs.tdwg.org/dwc/text/"
+EML = "eml://ecoinformatics.org/eml-2.1.1"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+# GBIF's EML profile: what the IPT itself writes, and what GBIF checks an archive's eml.xml with.
+EML_LOCATION = "eml://ecoinformatics.org/eml-2.1.1 http://rs.gbif.org/schema/eml-gbif-profile/1.1/eml.xsd"
+GBIF_SPECIES = "https://www.gbif.org/species/"
+NCBI_TAXON = "https://www.ncbi.nlm.nih.gov/Taxonomy/Browser/wwwtax.cgi?id="
+
+HIGHER_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus")
+# A rollup is what the photos show when no species is sure enough; under the other reasons the
+# chosen model does not accept the photos at all, and a taxon it sums up means nothing.
+ROLLUP_REASONS = frozenset({"low_confidence", "filtered_out"})
+SOFTWARE = "species-id"
+
+OCCURRENCE_TERMS = [
+    "occurrenceID", "basisOfRecord", "occurrenceStatus", "eventDate", "scientificName", "taxonRank",
+    "kingdom", "phylum", "class", "order", "family", "genus", "taxonID", "vernacularName",
+    "identifiedBy", "dateIdentified", "identificationRemarks", "decimalLatitude", "decimalLongitude",
+    "geodeticDatum", "georeferenceSources", "associatedMedia",
+]  # fmt: skip
+
+
+# --- what an answer says, read once for both outputs ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NamedTaxon:
+    """The taxon an answer names: its best species, or its rollup (``rollup`` True).
+
+    ``probability``: the species' score, or the rollup's summed score, in [0, 1]; ``rank``:
+    lower case (``species``, ``genus``, ...), None when the taxonomy gives one we cannot read;
+    ``higher``: kingdom to genus, as far as the taxonomy gives them."""
+
+    scientific_name: str
+    rank: str | None
+    probability: float
+    model: str | None
+    taxon_id: str | None = None
+    vernacular: str | None = None
+    higher: Mapping[str, str] = field(default_factory=dict)
+    rollup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where and when an observation was made, as its answer used them (``where``)."""
+
+    lat: float | None
+    lon: float | None
+    date: str | None  # ISO date
+    source: str | None  # request, row, deployment, photo
+
+    @property
+    def located(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+
+def named_taxon(answer: Mapping[str, Any] | None) -> NamedTaxon | None:
+    """What ``answer`` names (see the module's docstring), None when it names nothing."""
+    if answer is None:
+        return None
+    results = [r for r in answer.get("results") or [] if isinstance(r, Mapping)]
+    top = results[0] if results else None
+    if top is not None and not answer.get("no_match") and top.get("scientific_name"):
+        taxonomy = _mapping(top.get("taxonomy"))
+        rank = str(taxonomy["rank"]).lower() if taxonomy.get("rank") else "species"
+        return NamedTaxon(
+            scientific_name=str(top["scientific_name"]),
+            rank=rank,
+            probability=_probability(top.get("score")),
+            model=_text(top.get("model")) or _text(answer.get("model")),
+            taxon_id=taxon_id(taxonomy),
+            vernacular=_text(top.get("common_name")),
+            higher={r: str(taxonomy[r]) for r in HIGHER_RANKS if taxonomy.get(r)},
+        )
+    rollup = _mapping(answer.get("rollup"))
+    if rollup.get("name") and answer.get("no_match_reason") in ROLLUP_REASONS:
+        name, rank = str(rollup["name"]), str(rollup.get("rank") or "").lower() or None
+        higher: dict[str, str] = {}
+        # The best species' taxonomy gives the ranks above the rollup's when it descends from it.
+        lineage = _mapping(top.get("taxonomy")) if top is not None else {}
+        if rank in HIGHER_RANKS and lineage.get(rank) == name:
+            for above in HIGHER_RANKS[: HIGHER_RANKS.index(rank)]:
+                if lineage.get(above):
+                    higher[above] = str(lineage[above])
+        if rank in HIGHER_RANKS:
+            higher[rank] = name
+        key = rollup.get("usageKey")
+        return NamedTaxon(
+            scientific_name=name,
+            rank=rank,
+            probability=_probability(rollup.get("score")),
+            model=_text(answer.get("model")) or (_text(top.get("model")) if top is not None else None),
+            taxon_id=f"{GBIF_SPECIES}{key}" if key is not None else None,
+            higher=higher,
+            rollup=True,
+        )
+    return None
+
+
+def taxon_id(taxonomy: Mapping[str, Any]) -> str | None:
+    """A resolvable identifier of a linked taxon: GBIF's species page for a GBIF usage (the
+    default: taxonomies without a ``source`` come from GBIF), NCBI's for an NCBI one."""
+    source = str(taxonomy.get("source") or "gbif").lower()
+    key = taxonomy.get("id", taxonomy.get("usageKey"))
+    if key is None or key == "":
+        return None
+    text = str(key)
+    if text.startswith(("http://", "https://")):
+        return text
+    if source == "gbif":
+        return f"{GBIF_SPECIES}{text}"
+    if source == "ncbi":
+        return f"{NCBI_TAXON}{text}"
+    return text if text.lower().startswith(f"{source}:") else f"{source}:{text}"
+
+
+def where(outcome: Outcome) -> Where:
+    """The place and date the answer used (``answer["place"]``, which may be the photos' EXIF
+    GPS), else the observation's own (an answer without ``place``, or a failed observation)."""
+    observation = outcome.observation
+    given = observation.place
+    used = (outcome.answer or {}).get("place")
+    lat = lon = None
+    date: str | None = None
+    source: str | None = None
+    if isinstance(used, Mapping):
+        lat, lon = _coordinate(used.get("lat")), _coordinate(used.get("lon"))
+        source = _text(used.get("source"))
+        date = _text(used.get("date"))
+    elif given is not None:
+        lat, lon, source = given.lat, given.lon, given.source
+    if lat is None or lon is None:
+        lat = lon = source = None
+    if date is None and given is not None and given.date is not None:
+        date = given.date.isoformat()
+    return Where(lat, lon, date or observation.date, source)
+
+
+def classified_by(model: str | None, models: Mapping[str, str]) -> str:
+    """``model version``; without a model (nothing accepted the photos), every model asked."""
+    if model:
+        return f"{model} {models.get(model, '')}".strip()
+    return ", ".join(f"{name} {version}".strip() for name, version in sorted(models.items())) or SOFTWARE
+
+
+def plain_number(value: float, places: int = 6) -> str:
+    """``value`` rounded to ``places``, without trailing zeros or an exponent (1e-07 is no
+    number to every reader)."""
+    text = f"{value:.{places}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def event_date(observation: Observation, place: Where) -> str | None:
+    """The most precise time known: a Camtrap DP event's start/end (an ISO 8601 interval), the
+    photo's timestamp, else the place's date."""
+    start, end = observation.event_start, observation.event_end
+    if start:
+        return f"{start}/{end}" if end and end != start else start
+    stamps = [p.timestamp for p in observation.photos if p.timestamp]
+    if stamps:
+        return f"{stamps[0]}/{stamps[-1]}" if len(stamps) > 1 and stamps[-1] != stamps[0] else stamps[0]
+    return place.date
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _coordinate(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _probability(value: Any) -> float:
+    number = float(value) if isinstance(value, int | float) else 0.0
+    return min(max(number, 0.0), 1.0)
+
+
+# --- the archive -----------------------------------------------------------------------------
+
+
+def occurrences(outcomes: Sequence[Outcome], models: Mapping[str, str]) -> list[dict[str, str]]:
+    """The occurrence rows, in the outcomes' order, by term name."""
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for outcome in outcomes:
+        taxon = named_taxon(outcome.answer)
+        if taxon is None:
+            continue
+        observation, place = outcome.observation, where(outcome)
+        occurrence_id = observation.id
+        # Sources give unique ids; a journal merged by hand might not, and GBIF refuses duplicates.
+        n = 1
+        while occurrence_id in seen:
+            n += 1
+            occurrence_id = f"{observation.id}#{n}"
+        seen.add(occurrence_id)
+        by = classified_by(taxon.model, models)
+        row = {
+            "occurrenceID": occurrence_id,
+            "basisOfRecord": "MachineObservation",
+            "occurrenceStatus": "present",
+            "eventDate": event_date(observation, place) or "",
+            "scientificName": taxon.scientific_name,
+            "taxonRank": taxon.rank or "",
+            **{rank: taxon.higher.get(rank, "") for rank in HIGHER_RANKS},
+            "taxonID": taxon.taxon_id or "",
+            "vernacularName": taxon.vernacular or "",
+            "identifiedBy": by,
+            "dateIdentified": outcome.answered_at,
+            "identificationRemarks": _remarks(taxon, by, outcome.answer or {}),
+            "decimalLatitude": plain_number(place.lat) if place.lat is not None else "",
+            "decimalLongitude": plain_number(place.lon) if place.lon is not None else "",
+            "geodeticDatum": "WGS84" if place.located else "",
+            "georeferenceSources": _GEOREFERENCE.get(place.source or "", "") if place.located else "",
+            "associatedMedia": " | ".join(photo.given for photo in observation.photos),
+        }
+        rows.append(row)
+    return rows
+
+
+_GEOREFERENCE = {
+    "photo": "the photo's EXIF GPS",
+    "row": "the collection's CSV",
+    "deployment": "the Camtrap DP deployment",
+    "request": "given with the request",
+}
+
+
+def _remarks(taxon: NamedTaxon, by: str, answer: Mapping[str, Any]) -> str:
+    if not taxon.rollup:
+        return f"probability {plain_number(taxon.probability)} from {by} (calibrated)"
+    reason = answer.get("no_match_reason")
+    return (
+        f"no species reached the minimum score ({reason}); the species of this {taxon.rank or 'taxon'} "
+        f"hold probability {plain_number(taxon.probability)} together, from {by} (calibrated)"
+    )
+
+
+def write_dwca(
+    outcomes: Sequence[Outcome], out: Path, *, models: Mapping[str, str], created: str, title: str
+) -> Path:
+    """Write the archive to ``out`` (a zip) whole: built under a temporary name beside it and
+    renamed, so a crash leaves the previous archive or none, never half of one."""
+    rows = occurrences(outcomes, models)
+    skipped = len(outcomes) - len(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("occurrence.txt", _table(rows))
+            archive.writestr("meta.xml", _meta())
+            archive.writestr("eml.xml", _eml(title, created, models, len(rows), skipped))
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the archive from a web server
+        os.replace(partial, out)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    # No quoting (meta.xml says fieldsEnclosedBy=""): readers differ on quotes, so a tab or a
+    # line break inside a value becomes a space instead.
+    def clean(value: str) -> str:
+        return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+    lines = ["\t".join(OCCURRENCE_TERMS)]
+    lines += ["\t".join(clean(row[term]) for term in OCCURRENCE_TERMS) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _meta() -> bytes:
+    ET.register_namespace("", DWC_TEXT)
+    archive = ET.Element(f"{{{DWC_TEXT}}}archive", {"metadata": "eml.xml"})
+    core = ET.SubElement(
+        archive,
+        f"{{{DWC_TEXT}}}core",
+        {
+            "encoding": "UTF-8",
+            "fieldsTerminatedBy": "\\t",
+            "linesTerminatedBy": "\\n",
+            "fieldsEnclosedBy": "",
+            "ignoreHeaderLines": "1",
+            "rowType": f"{DWC}Occurrence",
+        },
+    )
+    files = ET.SubElement(core, f"{{{DWC_TEXT}}}files")
+    ET.SubElement(files, f"{{{DWC_TEXT}}}location").text = "occurrence.txt"
+    ET.SubElement(core, f"{{{DWC_TEXT}}}id", {"index": str(OCCURRENCE_TERMS.index("occurrenceID"))})
+    for index, term in enumerate(OCCURRENCE_TERMS):
+        ET.SubElement(core, f"{{{DWC_TEXT}}}field", {"index": str(index), "term": f"{DWC}{term}"})
+    return _xml(archive)
+
+
+def _eml(title: str, created: str, models: Mapping[str, str], count: int, skipped: int) -> bytes:
+    ET.register_namespace("eml", EML)
+    ET.register_namespace("xsi", XSI)
+    # The same title and time give the same packageId: a rerun describes the same dataset.
+    package_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SOFTWARE}:dwca:{title}:{created}"))
+    root = ET.Element(
+        f"{{{EML}}}eml",
+        {
+            f"{{{XSI}}}schemaLocation": EML_LOCATION,
+            "packageId": package_id,
+            "system": "http://gbif.org",
+            "scope": "system",
+            f"{{{XML_NS}}}lang": "eng",
+        },
+    )
+    dataset = ET.SubElement(root, "dataset")
+    ET.SubElement(dataset, "title", {f"{{{XML_NS}}}lang": "eng"}).text = title
+    creator = ET.SubElement(dataset, "creator")
+    ET.SubElement(creator, "organizationName").text = SOFTWARE
+    ET.SubElement(dataset, "pubDate").text = _date(created)
+    ET.SubElement(dataset, "language").text = "eng"
+    abstract = ET.SubElement(dataset, "abstract")
+    ET.SubElement(abstract, "para").text = (
+        f"{count} occurrences identified by machine from photos, by {classified_by(None, models)}. "
+        f"{skipped} observations named no taxon (no organism, none the models cover, no species or "
+        "higher taxon sure enough) or failed, and are not included. Probabilities are calibrated; "
+        "the identifications are not reviewed by a person."
+    )
+    contact = ET.SubElement(dataset, "contact")  # EML requires one; no person is known here
+    ET.SubElement(contact, "organizationName").text = SOFTWARE
+    return _xml(root)
+
+
+def _date(created: str) -> str:
+    try:
+        return dt.datetime.fromisoformat(created).date().isoformat()
+    except ValueError:
+        return created[:10]
+
+
+def _xml(root: ET.Element) -> bytes:
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
