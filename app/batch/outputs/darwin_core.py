@@ -107,10 +107,9 @@ def named_taxon(answer: Mapping[str, Any] | None) -> NamedTaxon | None:
     top = results[0] if results else None
     if top is not None and not answer.get("no_match") and top.get("scientific_name"):
         taxonomy = _mapping(top.get("taxonomy"))
-        rank = str(taxonomy["rank"]).lower() if taxonomy.get("rank") else "species"
         return NamedTaxon(
             scientific_name=str(top["scientific_name"]),
-            rank=rank,
+            rank=str(taxonomy["rank"]).lower() if taxonomy.get("rank") else "species",
             probability=_probability(top.get("score")),
             model=_text(top.get("model")) or _text(answer.get("model")),
             taxon_id=taxon_id(taxonomy),
@@ -119,7 +118,8 @@ def named_taxon(answer: Mapping[str, Any] | None) -> NamedTaxon | None:
         )
     rollup = _mapping(answer.get("rollup"))
     if rollup.get("name") and answer.get("no_match_reason") in ROLLUP_REASONS:
-        name, rank = str(rollup["name"]), str(rollup.get("rank") or "").lower() or None
+        name = str(rollup["name"])
+        rank = str(rollup.get("rank") or "").lower() or None
         higher: dict[str, str] = {}
         # The best species' taxonomy gives the ranks above the rollup's when it descends from it.
         lineage = _mapping(top.get("taxonomy")) if top is not None else {}
@@ -293,19 +293,20 @@ def write_dwca(
     rows = occurrences(outcomes, models)
     skipped = len(outcomes) - len(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(handle)
+    partial = Path(name)
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("occurrence.txt", _table(rows))
             archive.writestr("meta.xml", _meta())
             archive.writestr("eml.xml", _eml(title, created, models, len(rows), skipped))
-        with open(partial, "rb") as fh:
+        with partial.open("rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the archive from a web server
-        os.replace(partial, out)
+        partial.chmod(0o644)  # mkstemp's 0600 would hide the archive from others who read DIR
+        partial.replace(out)
     except BaseException:
-        Path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
     return out
 
@@ -386,4 +387,5 @@ def _date(created: str) -> str:
 
 def _xml(root: ET.Element) -> bytes:
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
