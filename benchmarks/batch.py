@@ -335,7 +335,7 @@ def report(
     ratios.append(("(d)      journal / list", journal / kept, goals["journal"]))
     for label, ratio, goal in ratios:
         ok &= ratio >= goal
-        extra = f"  (bookkeeping {1 - ratio:+.1%} of the rate)" if label.startswith("(d)") else ""
+        extra = f"  (the bookkeeping costs {1 - ratio:.1%} of the rate)" if label.startswith("(d)") else ""
         print(f"  ratio {label:<32} {ratio:6.3f}  {verdict(ratio, goal)} (>= {goal}){extra}")
     if ray is not None:
         for note in ray[1]:
@@ -427,7 +427,7 @@ def main() -> int:
         finally:
             ray_module.shutdown()
 
-    print(f"\nlocal sides: {args.rounds} rounds in turns after a warm-up; medians over the rounds")
+    print(f"\nlocal sides: {args.rounds} round(s) in turns after a warm-up; medians over the rounds")
     ok = True
     for name in folders:
         ok &= report(name, counts[name], local[name], ray.get(name), goals, cores, workers)

@@ -75,7 +75,14 @@ def result(
 def place(
     lat: float | None, lon: float | None, date: str | None, source: str | None, problems: Sequence[str] = ()
 ) -> dict[str, Any]:
-    return {"lat": lat, "lon": lon, "date": date, "source": source, "date_source": None, "problems": list(problems)}
+    return {
+        "lat": lat,
+        "lon": lon,
+        "date": date,
+        "source": source,
+        "date_source": None,
+        "problems": list(problems),
+    }
 
 
 def answer(
@@ -112,7 +119,13 @@ def answer(
         "rollup": rollup,
         "geo": {"status": "not_linked", "reason": None, "cell": None, "cell_records": None, "cache": None},
         "photos": [{"source": "file", "format": fmt, "width": 512, "height": 929, "bytes": 596977}] * photos,
-        "timings_ms": {"fetch_ms": None, "decode_ms": 47.7, "infer_ms": 38.7, "search_ms": None, "total_ms": 88.5},
+        "timings_ms": {
+            "fetch_ms": None,
+            "decode_ms": 47.7,
+            "infer_ms": 38.7,
+            "search_ms": None,
+            "total_ms": 88.5,
+        },
         "index": None,
         "filters": None,
         "thresholds": {"min_score": 0.1, "rollup_threshold": 0.8},
@@ -133,7 +146,9 @@ def named(
 ) -> dict[str, Any]:
     """A species named: the example's Scarlet Macaw by default."""
     top = result(name, score, common=common, taxonomy=taxonomy, model=model)
-    second = result("Platycercus elegans", 0.013915423303842545, rank=2, common="Crimson Rosella", model=model)
+    second = result(
+        "Platycercus elegans", 0.013915423303842545, rank=2, common="Crimson Rosella", model=model
+    )
     return answer([top, second], model=model, where=where, photos=photos, fmt=fmt)
 
 
@@ -154,7 +169,9 @@ def rolled_up(
 
 def unknown(reason: str = "low_confidence", *, where: dict[str, Any] | None = None) -> dict[str, Any]:
     guesses = [result("Ara macao", 0.083, common="Scarlet Macaw")] if reason == "low_confidence" else []
-    return answer(guesses, reason=reason, model=None if reason == "out_of_scope" else "aiy_birds_v1", where=where)
+    return answer(
+        guesses, reason=reason, model=None if reason == "out_of_scope" else "aiy_birds_v1", where=where
+    )
 
 
 def blank(*, where: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -162,7 +179,11 @@ def blank(*, where: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def outcome(
-    observation: Observation, answered: dict[str, Any] | None, *, at: str = ANSWERED_AT, error: str | None = None
+    observation: Observation,
+    answered: dict[str, Any] | None,
+    *,
+    at: str = ANSWERED_AT,
+    error: str | None = None,
 ) -> Outcome:
     if answered is None:
         return Outcome(observation, None, error or "photo.jpg: no such file", at)
@@ -211,8 +232,13 @@ def profile_errors(descriptor: dict[str, Any], schemas: Path) -> list[str]:
             (GEOJSON, Resource(json.loads(geojson.read_text(encoding="utf-8")), DRAFT4)),
         ]
     )
-    validator = jsonschema.Draft4Validator(profile, registry=registry, format_checker=jsonschema.FormatChecker())
-    errors = [f"profile: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(descriptor)]
+    validator = jsonschema.Draft4Validator(
+        profile, registry=registry, format_checker=jsonschema.FormatChecker()
+    )
+    errors = [
+        f"profile: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(descriptor)
+    ]
     if descriptor.get("profile") != PROFILE:
         errors.append(f"profile: names {descriptor.get('profile')!r}, not {PROFILE}")
     return errors

@@ -231,3 +231,27 @@ def test_what_it_refuses_and_that_nothing_written_is_lost(clean_run, held_out, m
     changed = refused(run_cli("batch", held_out, "--out", clean_run, "--top-k", "2", manifest=manifest))
     assert "other options (top_k)" in changed
     assert {p.name: p.read_bytes() for p in clean_run.iterdir() if p.is_file()} == before
+
+
+def test_the_ray_engine_gives_the_local_rows_and_resumes_the_same_way(
+    clean_run, held_out, manifest, tmp_path
+):
+    """On a local Ray cluster (2 actors): the same answers as the local engine; with three
+    outcomes taken out of a finished journal, a Ray rerun answers those three alone."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    out = tmp_path / "ray"
+    ray = ["--engine", "ray", "--workers", "2"]
+    result = ok(
+        run_cli("batch", held_out, "--out", out, "--no-progress", *ray, manifest=manifest, timeout=600)
+    )
+    assert f"{len(HELD_OUT)} answered, 0 failed" in result.stderr, result.stderr
+    assert [stable(a) for a in answers(out)] == [stable(a) for a in answers(clean_run)]
+    assert (out / "predictions.csv").read_bytes() == (clean_run / "predictions.csv").read_bytes()
+
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        db.execute("DELETE FROM outcome WHERE seq IN (1, 7, 15)")
+    resumed = ok(
+        run_cli("batch", held_out, "--out", out, "--no-progress", *ray, manifest=manifest, timeout=600)
+    )
+    assert "(3 by this run" in resumed.stderr, resumed.stderr
+    assert [stable(a) for a in answers(out)] == [stable(a) for a in answers(clean_run)]
