@@ -105,7 +105,8 @@ def photo_folders(work: Path, n_real: int, n_big: int) -> dict[str, Path]:
 @dataclass
 class Measured:
     rates: list[float] = field(default_factory=list)  # photos/s per round
-    extra: list[float] = field(default_factory=list)  # a side's second figure per round
+    cpu_ms: list[float] = field(default_factory=list)  # this process's CPU ms per photo, per round
+    extra: list[float] = field(default_factory=list)  # Ray: photos/s end to end, per round
 
     def median(self) -> float:
         return float(np.median(self.rates)) if self.rates else float("nan")
@@ -234,7 +235,9 @@ def local_rounds(
     try:
         for i in range(rounds):
             for name in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+                cpu = time.process_time()
                 measured[name].rates.append(sides[name]())
+                measured[name].cpu_ms.append((time.process_time() - cpu) * 1000 / len(pending))
     finally:
         for bare in bares.values():
             bare.close()
@@ -314,10 +317,15 @@ def report(
 
     def row(label: str, m: Measured, note: str = "") -> None:
         rounds = " ".join(f"{r:.1f}" for r in m.rates)
-        print(f"  {label:<58} {m.median():8.1f}   {rounds}{note}")
+        cpu = f"{np.median(m.cpu_ms):6.1f}" if m.cpu_ms else ""
+        print(f"  {label:<58} {m.median():8.1f} {cpu:>6}   {rounds}{note}")
+
+    def paired(a: Measured, b: Measured) -> str:
+        """The median of the rounds' own ratios (each round's two runs are close in time)."""
+        return f"{np.median(np.array(a.rates) / np.array(b.rates)):.3f}"
 
     print(f"\n{set_name}: {count} photos, one observation each")
-    print(f"  {'side':<58} {'photos/s':>8}   per round")
+    print(f"  {'side':<58} {'photos/s':>8} {'CPU ms':>6}   photos/s per round")
     for name in bare_names:
         threads = int(name.split()[1])
         mark = "  <- the limit" if name == best and len(bare_names) > 1 else ""
@@ -329,14 +337,22 @@ def report(
         row(f"(c) Ray, {cores} actors: steady (k-th batch to the last)", ray[0])
         row("    Ray end to end (actors' start + every batch)", Measured(ray[0].extra))
     ok = True
-    ratios = [("(b)/(a)  local / bare limit", journal / limit, goals["local"])]
+    cpu = {name: float(np.median(m.cpu_ms)) for name, m in local.items()}
+    ratios = [
+        ("(b)/(a)  local / bare limit", journal / limit, goals["local"],
+         f"rounds' median {paired(local['journal'], local[best])}; "
+         f"CPU ms/photo {cpu['journal']:.1f} vs {cpu[best]:.1f}"),
+    ]  # fmt: skip
     if ray is not None:
-        ratios.append(("(c)/(b)  Ray steady / local", ray[0].median() / journal, goals["ray"]))
-    ratios.append(("(d)      journal / list", journal / kept, goals["journal"]))
-    for label, ratio, goal in ratios:
+        ratios.append(("(c)/(b)  Ray steady / local", ray[0].median() / journal, goals["ray"], ""))
+    ratios.append(
+        ("(d)      journal / list", journal / kept, goals["journal"],
+         f"rounds' median {paired(local['journal'], local['list'])}; the bookkeeping costs "
+         f"{1 - journal / kept:.1%} of the rate, {cpu['journal'] - cpu['list']:+.2f} CPU ms/photo"),
+    )  # fmt: skip
+    for label, ratio, goal, extra in ratios:
         ok &= ratio >= goal
-        extra = f"  (the bookkeeping costs {1 - ratio:.1%} of the rate)" if label.startswith("(d)") else ""
-        print(f"  ratio {label:<32} {ratio:6.3f}  {verdict(ratio, goal)} (>= {goal}){extra}")
+        print(f"  ratio {label:<30} {ratio:6.3f}  {verdict(ratio, goal)} (>= {goal})  {extra}")
     if ray is not None:
         for note in ray[1]:
             print(f"    Ray {note}")

@@ -80,7 +80,10 @@ async def _load(services: Services, ref: PhotoRef) -> Photo:
     cap = services.settings.images.max_upload_bytes
     if ref.is_url:
         started = time.perf_counter()
-        fetched = await services.fetcher.fetch(ref.location)
+        try:
+            fetched = await services.fetcher.fetch(ref.location)
+        except ServiceError as exc:  # the fetcher's message names no photo: which one, of five?
+            raise BadRequest(f"{ref.given}: {exc.message}") from exc
         if not fetched.data:
             raise BadRequest(f"{ref.given}: the address returned an empty body")
         return Photo(fetched.data, "url", (time.perf_counter() - started) * 1000, ref.given)

@@ -221,15 +221,15 @@ def profile_errors(descriptor: dict[str, Any], schemas: Path) -> list[str]:
     external references resolved from local stand-ins."""
     import frictionless
     import jsonschema
-    from referencing import Registry, Resource
+    from referencing import Registry
     from referencing.jsonschema import DRAFT4
 
     profile = json.loads((schemas / "camtrap-dp-profile.json").read_text(encoding="utf-8"))
     geojson = Path(frictionless.__file__).parent / "assets" / "profiles" / "geojson.json"
     registry: Registry[Any] = Registry().with_resources(
         [
-            (DATA_PACKAGE, Resource(frictionless.Package.metadata_profile, DRAFT4)),
-            (GEOJSON, Resource(json.loads(geojson.read_text(encoding="utf-8")), DRAFT4)),
+            (DATA_PACKAGE, DRAFT4.create_resource(frictionless.Package.metadata_profile)),
+            (GEOJSON, DRAFT4.create_resource(json.loads(geojson.read_text(encoding="utf-8")))),
         ]
     )
     validator = jsonschema.Draft4Validator(

@@ -92,8 +92,8 @@ def _event_observation(rows: list[dict[str, str]], event_id: str) -> Observation
 
 
 def _deployment_place(observation: Observation) -> dict[str, object]:
-    assert observation.place is not None and observation.place.date is not None
     p = observation.place
+    assert p is not None and p.date is not None
     return place(p.lat, p.lon, p.date.isoformat(), "deployment")
 
 
@@ -406,7 +406,7 @@ def test_a_package_missing_a_table_file_is_refused_whole(tmp_path: Path) -> None
     package = tmp_path / "package"
     shutil.copytree(EXAMPLE, package, ignore=shutil.ignore_patterns("media"))
     (package / "deployments.csv").unlink()
-    with pytest.raises(CamtrapDpError, match="deployments.csv"):
+    with pytest.raises(CamtrapDpError, match=r"deployments\.csv"):
         write_camtrap_dp(
             _example_outcomes(),
             tmp_path / "camtrap-dp",
