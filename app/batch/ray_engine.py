@@ -28,6 +28,9 @@ from app.batch.collection import Observation, observation_from_json, observation
 from app.settings import Settings
 
 Record = Callable[[int, Observation, Answered], None]
+# Observations per dataset: the driver holds one window's observations at a time, not a
+# collection's ten million; each window starts its actors afresh (seconds, against an hour's work).
+WINDOW = 50_000
 
 
 class AnswerBatches:
@@ -69,6 +72,42 @@ class AnswerBatches:
             opened.__exit__(None, None, None)
 
 
+def _answer_window(
+    pending: list[tuple[int, Observation]],
+    config: Settings,
+    asked: Asked,
+    record: Record,
+    actors: int,
+    batch_size: int,
+) -> None:
+    import ray
+
+    by_seq = dict(pending)
+    dataset = ray.data.from_items(
+        [{"seq": seq, "observation": observation_to_json(obs)} for seq, obs in pending],
+        # One block per batch: each batch's answers reach the journal as soon as it is done.
+        override_num_blocks=max(1, -(-len(pending) // batch_size)),
+    )
+    answered = dataset.map_batches(
+        AnswerBatches,
+        fn_constructor_kwargs={
+            "settings": config.model_dump(mode="json"),
+            "asked": asked,
+            "workers": 1,  # one process per core: each actor one inference thread
+        },
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=batch_size,
+        num_cpus=1,
+        batch_format="numpy",
+    )
+    for batch in answered.iter_batches(batch_format="numpy", batch_size=None):
+        for seq, answer, error, at in zip(
+            batch["seq"], batch["answer"], batch["error"], batch["answered_at"], strict=True
+        ):
+            n = int(seq)
+            record(n, by_seq[n], Answered(json.loads(answer) if answer else None, error or None, str(at)))
+
+
 def answer_on_ray(
     config: Settings,
     pending: list[tuple[int, Observation]],
@@ -94,29 +133,8 @@ def answer_on_ray(
         )
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False  # the journal's bar shows it
-        by_seq = dict(pending)
-        dataset = ray.data.from_items(
-            [{"seq": seq, "observation": observation_to_json(obs)} for seq, obs in pending],
-            override_num_blocks=max(1, min(len(pending) // batch_size, 4 * actors)),
-        )
-        answered = dataset.map_batches(
-            AnswerBatches,
-            fn_constructor_kwargs={
-                "settings": config.model_dump(mode="json"),
-                "asked": asked,
-                "workers": 1,  # one process per core: each actor one inference thread
-            },
-            concurrency=actors,
-            batch_size=batch_size,
-            num_cpus=1,
-            batch_format="numpy",
-        )
-        for batch in answered.iter_batches(batch_format="numpy", batch_size=None):
-            for seq, answer, error, at in zip(
-                batch["seq"], batch["answer"], batch["error"], batch["answered_at"], strict=True
-            ):
-                n = int(seq)
-                record(n, by_seq[n], Answered(json.loads(answer) if answer else None, error or None, str(at)))
+        for start in range(0, len(pending), WINDOW):
+            _answer_window(pending[start : start + WINDOW], config, asked, record, actors, batch_size)
     finally:
         if started_here:
             ray.shutdown()

@@ -355,7 +355,7 @@ def _eml(title: str, created: str, models: Mapping[str, str], count: int, skippe
         {
             f"{{{XSI}}}schemaLocation": EML_LOCATION,
             "packageId": package_id,
-            "system": "http://gbif.org",
+            "system": "uuid",  # the packageId is a UUID (v5 of the title and time)
             "scope": "system",
             f"{{{XML_NS}}}lang": "eng",
         },
