@@ -50,6 +50,7 @@ class Summary:
     models: Counter[str] = field(default_factory=Counter)  # the model that answered -> observations
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    not_written: dict[str, str] = field(default_factory=dict)  # format -> why (the others are written)
 
 
 def fingerprint_options(asked: Asked, source: Source, group_by: str, event_gap: float) -> dict[str, object]:
@@ -102,7 +103,7 @@ def run_collection(
     finally:
         bar.close()
     summary = _summarise(journal, source, answered_now)
-    summary.outputs = write_outputs(journal, source, out, how.formats, config)
+    summary.outputs, summary.not_written = write_outputs(journal, source, out, how.formats, config)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -149,10 +150,13 @@ def _summarise(journal: Journal, source: Source, answered_now: int) -> Summary:
 
 def write_outputs(
     journal: Journal, source: Source, out: Path, formats: tuple[Format, ...], config: Settings
-) -> list[Path]:
+) -> tuple[list[Path], dict[str, str]]:
+    """Each format asked, from the journal; one that cannot be written (a Camtrap DP package
+    with no place to make a deployment of) is said, and the others are written all the same."""
     from app.batch.outputs.tables import write_answers, write_predictions
 
-    written = []
+    written: list[Path] = []
+    failed: dict[str, str] = {}
     if "csv" in formats:
         written.append(write_predictions(outcomes(journal, source), out / "predictions.csv"))
     if "jsonl" in formats:
@@ -163,13 +167,16 @@ def write_outputs(
         # The newest answer's time, not the clock: a resumed run writes what one run would have.
         created = max((o.answered_at for o in everything), default="1970-01-01T00:00:00Z")
         if "camtrap-dp" in formats:
-            from app.batch.outputs.camtrap_dp import write_camtrap_dp
+            from app.batch.outputs.camtrap_dp import CamtrapDpError, write_camtrap_dp
 
-            written.append(
-                write_camtrap_dp(
-                    everything, out / "camtrap-dp", package=source.package, models=models, created=created
+            try:
+                written.append(
+                    write_camtrap_dp(
+                        everything, out / "camtrap-dp", package=source.package, models=models, created=created
+                    )
                 )
-            )
+            except CamtrapDpError as exc:
+                failed["camtrap-dp"] = str(exc)
         if "dwca" in formats:
             from app.batch.outputs.darwin_core import write_dwca
 
@@ -177,7 +184,7 @@ def write_outputs(
             written.append(
                 write_dwca(everything, out / "dwca.zip", models=models, created=created, title=title)
             )
-    return written
+    return written, failed
 
 
 def _model_versions(config: Settings) -> dict[str, str]:

@@ -127,7 +127,8 @@ class ResponseCache:
                 self._failed("read", exc)
                 return None
             except ValueError as exc:  # a row whose JSON was damaged: drop it
-                log.warning("response cache entry %r unreadable (%s); dropped", key, exc)
+                # The key may hold an occurrence query's cell: where someone was, not for the log.
+                log.warning("a response cache entry was unreadable (%s); dropped", exc)
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("DELETE FROM responses WHERE key = ?", (key,))
                 return None

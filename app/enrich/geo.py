@@ -244,9 +244,10 @@ class GeoPrior:
             answer = await self._client.occurrence_facets(self.query(cell), max_wait_s=self._settings.timeout)
             counts, total = species_counts(answer.payload)
         except ServiceError as exc:
-            log.warning("no geo prior for %s: %s", cell, exc.message)
+            # The cell is where someone was: it stays out of the log (the answer carries it).
+            log.warning("no geo prior for a cell: %s", exc.message)
             return GeoUnavailable(f"GBIF occurrence counts unavailable: {exc.message}")
         except Exception as exc:  # a prior is optional: never a reason for an identification to fail
-            log.exception("geo prior failed for %s", cell)
+            log.exception("geo prior failed for a cell")
             return GeoUnavailable(f"GBIF occurrence counts unavailable: {type(exc).__name__}: {exc}")
         return NearbyCounts(cell, counts, total, answer.cache)

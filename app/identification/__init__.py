@@ -1,10 +1,10 @@
 """The request path, one photo (or observation) through its stages in the order they run:
 
-    request  ->  plan  ->  run  ->  decide.verdict/route  ->  steer  ->  decide  ->  answer
-    (what was  (models,   (decode   (per model: photos       (filters,  (rank, no-match  (one answer
-     asked)    filters)   once,     combined, scope;          place)     reason, rollup)  type)
-                          each      the model to believe)
-                          network
+    request  ->  plan  ->  run  ->  decide.verdict/route  ->  place  ->  steer  ->  decide  ->  answer
+    (what was  (models,   (decode   (per model: photos       (the      (filters,  (rank, no-match  (one
+     asked)    filters)   once,     combined, scope;          request's, place)     reason, rollup)  answer
+                          each      the model to believe)     else the                               type)
+                          network                             photos')
                           once)
 
 ``service.Identifier.identify(request)`` runs them; the classifier endpoints, /v1/identify, the

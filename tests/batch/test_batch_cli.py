@@ -255,3 +255,15 @@ def test_the_ray_engine_gives_the_local_rows_and_resumes_the_same_way(
     )
     assert "(3 by this run" in resumed.stderr, resumed.stderr
     assert [stable(a) for a in answers(out)] == [stable(a) for a in answers(clean_run)]
+
+
+def test_a_camtrap_dp_package_without_any_place_is_refused_and_the_rest_written(manifest, tmp_path):
+    photos = collection(tmp_path / "photos", HELD_OUT[:2])  # no GPS in them, no --lat/--lon
+    out = tmp_path / "out"
+    result = run_cli(
+        "batch", photos, "--out", out, "--format", "csv,camtrap-dp,dwca", "--no-progress", manifest=manifest
+    )
+    reason = refused(result)
+    assert "camtrap-dp not written" in reason and "coordinates" in reason, reason
+    assert (out / "predictions.csv").is_file() and (out / "dwca.zip").is_file()
+    assert not (out / "camtrap-dp").exists()

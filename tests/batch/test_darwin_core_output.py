@@ -252,6 +252,6 @@ def test_a_rewrite_replaces_the_archive_whole(tmp_path: Path) -> None:
     ],
 )
 def test_taxon_ids(taxonomy: dict[str, Any], expected: str) -> None:
-    from app.batch.outputs.darwin_core import taxon_id
+    from app.batch.outputs.answer_reading import taxon_id
 
     assert taxon_id(taxonomy) == expected

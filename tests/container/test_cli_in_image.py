@@ -158,3 +158,22 @@ def test_link_gbif_against_the_local_fake(cli: Cli, work: Path, fake_gbif: FakeG
     rows = target.read_text().splitlines()
     assert len(rows) >= int(linked[1]) and target.stat().st_uid == USER
     report(f"  link-gbif: {linked[0]} (fake GBIF)")
+
+
+def test_batch_in_the_image_writes_every_output_without_the_extras(cli: Cli, work: Path):
+    """The lite image (no Ray, no frictionless, no Darwin Core library) runs `batch` over a
+    folder of photos and writes its four outputs; a second run resumes with nothing to do."""
+    mounts = (f"{work / 'photos'}:/srv/photos:ro", f"{work / 'out'}:/srv/out")
+    args = (
+        "batch", "/srv/photos/more", "--out", "/srv/out/batch", "--format", "csv,jsonl,camtrap-dp,dwca",
+        "--lat", "53.81", "--lon", "-1.56", "--date", "2026-07-14",  # Leeds: a place for the deployment
+    )  # fmt: skip
+    first = cli(*args, "--no-progress", mounts=mounts).stderr
+    assert "4 observations: 4 answered, 0 failed" in first, first
+    lines = [json.loads(line) for line in (work / "out" / "batch" / "answers.jsonl").read_text().splitlines()]
+    assert [line["results"][0]["model"] for line in lines] == ["aiy_insects_v1"] * 4
+    assert (work / "out" / "batch" / "dwca.zip").is_file()
+    descriptor = json.loads((work / "out" / "batch" / "camtrap-dp" / "datapackage.json").read_text())
+    assert [r["name"] for r in descriptor["resources"]] == ["deployments", "media", "observations"]
+    again = cli(*args, "--no-progress", mounts=mounts).stderr
+    assert "(0 by this run" in again, again

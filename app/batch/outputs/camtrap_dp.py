@@ -78,7 +78,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from app.batch.collection import Observation, Outcome, PhotoRef
-from app.batch.outputs.darwin_core import NamedTaxon, classified_by, named_taxon, plain_number, where
+from app.batch.outputs.answer_reading import NamedTaxon, classified_by, named_taxon, plain_number, where
 
 log = logging.getLogger("app.batch")
 
