@@ -17,7 +17,7 @@ from typing import Any
 from app.api.presenters import observation as present
 from app.batch.collection import Observation, PhotoRef
 from app.errors import BadRequest, PayloadTooLarge, ServiceError
-from app.identification.request import GeoMode, Place, Request, Steering
+from app.identification.request import Defaults, PlaceSource, Request, Steering
 from app.imaging.photo import Photo
 from app.wiring import Services
 
@@ -31,12 +31,8 @@ class Asked:
     steering: Steering
     groups: frozenset[str] | None = None
     top_k: int = 5
-    place: Place | None = None  # --lat/--lon/--date: where neither the source nor the photos say
+    defaults: Defaults | None = None  # --lat/--lon/--date: where neither the source nor the photos say
     use_photo_metadata: bool = True
-
-    @property
-    def geo(self) -> GeoMode:
-        return self.steering.geo
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +46,15 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def answer(services: Services, observation: Observation, asked: Asked) -> Answered:
+async def answer(services: Services, seq: int, observation: Observation, asked: Asked) -> Answered:
     try:
         photos = await asyncio.gather(*(_load(services, ref) for ref in observation.photos))
         steering = asked.steering
         if observation.taxon is not None:
             steering = replace(steering, taxon=observation.taxon)
         date = dt.date.fromisoformat(observation.date) if observation.date else None
+        # A date without coordinates: a CSV row's, or a Camtrap DP media's timestamp.
+        dated_by: PlaceSource = "deployment" if observation.deployment_id is not None else "row"
         request = Request(
             list(photos),
             observation.place,
@@ -64,14 +62,15 @@ async def answer(services: Services, observation: Observation, asked: Asked) -> 
             asked.top_k,
             groups=asked.groups,
             use_photo_metadata=asked.use_photo_metadata,
-            date=(date, "row") if date is not None else None,
-            fallback=asked.place,
+            date=(date, dated_by) if date is not None else None,
+            defaults=asked.defaults,
         )
         found = await services.identifier.identify(request)
     except ServiceError as exc:
         return Answered(None, exc.message, now())
     except Exception as exc:  # one observation's surprise must not end a run over a million
-        log.exception("observation %s failed", observation.id)
+        # By its place in the source: an id may be an address that carries a token.
+        log.exception("observation number %d failed", seq)
         return Answered(None, f"internal error ({type(exc).__name__}): see the log", now())
     return Answered(present(found).model_dump(mode="json", by_alias=True), None, now())
 

@@ -28,7 +28,7 @@ class PhotoRef:
 
     @property
     def is_url(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
+        return self.location.lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def observation_to_json(observation: Observation) -> str:
     fields = asdict(observation)
     if observation.place is not None:
         fields["place"]["date"] = observation.place.date.isoformat() if observation.place.date else None
-    return json.dumps(fields)
+    return json.dumps(fields, ensure_ascii=False)
 
 
 def observation_from_json(text: str) -> Observation:

@@ -13,6 +13,7 @@ from app.batch.collection import Observation
 from app.identification.request import MAX_PHOTOS
 from app.wiring import Services
 
+# Called on the event loop's thread with each outcome: (its place in the source, it, its answer).
 Record = Callable[[int, Observation, Answered], None]
 
 
@@ -34,7 +35,7 @@ async def answer_all(
 
     def start(n: int) -> None:
         for seq, observation in islice(todo, n):
-            running[asyncio.create_task(answer(services, observation, asked))] = (seq, observation)
+            running[asyncio.create_task(answer(services, seq, observation, asked))] = (seq, observation)
 
     start(limit)
     while running:

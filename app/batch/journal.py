@@ -13,6 +13,7 @@ or with other options that change the answers, is refused rather than mixed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -34,7 +35,9 @@ CREATE TABLE IF NOT EXISTS outcome (
     error TEXT,                      -- why it failed
     answered_at TEXT NOT NULL        -- ISO 8601 UTC
 );
+CREATE INDEX IF NOT EXISTS outcome_in_order ON outcome (seq);
 """
+LOCK = "journal.lock"
 
 
 class JournalError(ValueError):
@@ -54,6 +57,16 @@ class Entry:
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # One run per DIR: a second would answer the same observations again and rewrite the
+        # outputs under the first one's feet. The OS drops the lock when the process dies.
+        self._lock = (path.parent / LOCK).open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise JournalError(
+                f"another batch is running in {path.parent}: wait for it, or use another --out"
+            ) from None
         # The engine writes from its event loop's thread only; check_same_thread stays on.
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -69,13 +82,17 @@ class Journal:
         try:
             out.mkdir(parents=True, exist_ok=True)
             journal = cls(out / JOURNAL)
+        except JournalError:
+            raise
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot write the run's journal in {out}: {exc}") from exc
         wanted = {"fingerprint": fingerprint, "options": json.dumps(dict(options), sort_keys=True)}
         found = dict(journal._db.execute("SELECT key, value FROM run").fetchall())
-        if not found:
+        if not found or not journal._db.execute("SELECT 1 FROM outcome LIMIT 1").fetchone():
+            # Nothing answered yet (a first run, or one refused before its first answer): this
+            # run's source and options are the journal's.
             with journal._transaction():
-                journal._db.executemany("INSERT INTO run VALUES (?, ?)", wanted.items())
+                journal._db.executemany("INSERT OR REPLACE INTO run VALUES (?, ?)", wanted.items())
             return journal
         if found.get("fingerprint") != fingerprint:
             journal.close()
@@ -127,3 +144,4 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,11 +24,12 @@ import numpy.typing as npt
 
 from app.batch.answering import Answered, Asked
 from app.batch.collection import Observation, observation_from_json, observation_to_json
+from app.batch.engine import Record
 from app.settings import Settings
 
-Record = Callable[[int, Observation, Answered], None]
-# Observations per dataset: the driver holds one window's observations at a time, not a
-# collection's ten million; each window starts its actors afresh (seconds, against an hour's work).
+# Observations per dataset: Ray holds one window's at a time, not a collection's ten million
+# (their JSON, the blocks); each window starts its actors afresh, which reloads the models: a few
+# seconds, against the window's hour of work on a node.
 WINDOW = 50_000
 
 

@@ -9,19 +9,25 @@ resumed run ends with what one uninterrupted run would have written.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from app.batch.answering import Answered, Asked
 from app.batch.collection import Observation, Outcome
-from app.batch.journal import Journal
+from app.batch.journal import Journal, JournalError
 from app.batch.sources import Source
+from app.errors import ServiceError
+from app.identification.request import Defaults
 from app.settings import Settings
+from app.wiring import Services
 
 Format = Literal["csv", "jsonl", "camtrap-dp", "dwca"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "camtrap-dp", "dwca")
@@ -53,29 +59,110 @@ class Summary:
     not_written: dict[str, str] = field(default_factory=dict)  # format -> why (the others are written)
 
 
-def fingerprint_options(asked: Asked, source: Source, group_by: str, event_gap: float) -> dict[str, object]:
-    """What changes the answers: a journal made with other values is refused."""
+class BatchError(Exception):
+    """The run cannot go on, or its outputs cannot be written: the message says why and what to
+    do; what the journal holds is kept (a rerun resumes from it)."""
+
+
+def run_options(
+    config: Settings, asked: Asked, source: Source, group_by: str, event_gap: float
+) -> dict[str, object]:
+    """What changes the answers: a journal made with other values is refused. The thresholds as
+    they apply (the settings' when no option gives one) and the models' versions count too."""
     listed = asked.steering.species_list
     names = sorted(listed.names) if listed is not None else None
+    steering, ranking = asked.steering, config.ranking
     return {
         "group_by": group_by,
         "event_gap": event_gap if source.kind == "camtrap-dp" and group_by == "event" else None,
         "groups": sorted(asked.groups) if asked.groups else None,
-        "taxon": asked.steering.taxon,
+        "taxon": steering.taxon,
         "species_list": hashlib.sha256("\n".join(names).encode()).hexdigest() if names is not None else None,
-        "geo": asked.steering.geo,
-        "min_score": asked.steering.min_score,
-        "rollup_threshold": asked.steering.rollup_threshold,
+        "geo": steering.geo,
+        "min_score": steering.min_score if steering.min_score is not None else ranking.min_score,
+        "rollup_threshold": (
+            steering.rollup_threshold if steering.rollup_threshold is not None else ranking.rollup_threshold
+        ),
         "top_k": asked.top_k,
-        "place": [asked.place.lat, asked.place.lon, str(asked.place.date)] if asked.place else None,
+        "defaults": _defaults(asked.defaults),
         "use_photo_metadata": asked.use_photo_metadata,
+        "models": _model_versions(config),
     }
 
 
+def _defaults(defaults: Defaults | None) -> list[object] | None:
+    if defaults is None:
+        return None
+    place = defaults.place
+    return [place.lat if place else None, place.lon if place else None, str(defaults.date)]
+
+
 def run_collection(
-    config: Settings, source: Source, out: Path, asked: Asked, journal: Journal, how: RunOptions
+    config: Settings, source: Source, out: Path, asked: Asked, options: dict[str, object], how: RunOptions
 ) -> Summary:
+    """The whole run: the options checked against the models (an unknown group or taxon stops
+    it before anything is recorded), the journal opened, the pending observations answered, the
+    outputs written. Raises ``BatchError`` with the reason."""
     started = time.perf_counter()
+    with ExitStack() as stack:
+        services = None
+        if how.engine == "local":
+            services = stack.enter_context(_opened(config, how.workers))
+            _check(services[0], asked, source)
+        else:
+            with _opened(config, 1) as (checking, _):  # the models here, only to check the options
+                _check(checking, asked, source)
+        try:
+            journal = stack.enter_context(closing(Journal.open(out, source.fingerprint, options)))
+        except JournalError as exc:
+            raise BatchError(str(exc)) from exc
+        answered_now = _answer(config, source, asked, journal, how, services)
+        summary = _summarise(journal, source, answered_now)
+        try:
+            summary.outputs, summary.not_written = write_outputs(journal, source, out, how.formats, config)
+        except (OSError, UnicodeError, sqlite3.Error) as exc:
+            raise BatchError(
+                f"cannot write the outputs in {out}: {exc} (the answers are in its journal: run the same "
+                "command again to write them)"
+            ) from exc
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@contextmanager
+def _opened(config: Settings, workers: int | None) -> Iterator[tuple[Services, asyncio.Runner]]:
+    from app.wiring import running_services
+
+    try:
+        with running_services(config, workers=workers, index=False) as opened:
+            yield opened
+    except ServiceError as exc:  # a manifest that cannot be read
+        raise BatchError(exc.message) from exc
+
+
+def _check(services: Services, asked: Asked, source: Source) -> None:
+    """The models, groups, taxa (the command's and every CSV row's) and species list that the
+    answers need, checked once: a typo is one message, not a million failed observations."""
+    from dataclasses import replace
+
+    taxa = {asked.steering.taxon} | {o.taxon for o in source.observations if o.taxon is not None}
+    for taxon in sorted(taxa, key=str):
+        try:
+            services.identifier.plan(groups=asked.groups, steering=replace(asked.steering, taxon=taxon))
+        except ServiceError as exc:
+            raise BatchError(exc.message) from exc
+
+
+def _answer(
+    config: Settings,
+    source: Source,
+    asked: Asked,
+    journal: Journal,
+    how: RunOptions,
+    services: tuple[Services, asyncio.Runner] | None,
+) -> int:
+    """The observations the journal does not hold (and the failed ones, with --retry-failed),
+    each committed as it is answered; returns how many."""
     statuses = journal.statuses()
     redo = {"failed"} if how.retry_failed else set()
     pending = [
@@ -93,29 +180,29 @@ def run_collection(
         bar.update(1)
 
     try:
-        if pending:
-            if how.engine == "ray":
-                from app.batch.ray_engine import answer_on_ray
+        if not pending:
+            return 0
+        if services is not None:
+            from app.batch.engine import answer_all
 
-                answer_on_ray(config, pending, asked, record, actors=how.workers, address=how.ray_address)
-            else:
-                _answer_here(config, pending, asked, record, how.workers)
+            services[1].run(answer_all(services[0], pending, asked, record))
+        else:
+            from app.batch.ray_engine import answer_on_ray
+
+            answer_on_ray(config, pending, asked, record, actors=how.workers, address=how.ray_address)
+    except sqlite3.Error as exc:
+        raise BatchError(
+            f"the journal could not be written ({exc}: is the disk full?); what it holds is kept: "
+            "run the same command again to go on"
+        ) from exc
+    except Exception as exc:  # the engine itself (a Ray cluster lost, a worker killed)
+        raise BatchError(
+            f"the {how.engine} engine stopped: {type(exc).__name__}: {exc}; the {answered_now} answers "
+            "of this run are in the journal: run the same command again to go on"
+        ) from exc
     finally:
         bar.close()
-    summary = _summarise(journal, source, answered_now)
-    summary.outputs, summary.not_written = write_outputs(journal, source, out, how.formats, config)
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _answer_here(
-    config: Settings, pending: list[tuple[int, Observation]], asked: Asked, record: Any, workers: int | None
-) -> None:
-    from app.batch.engine import answer_all
-    from app.wiring import running_services
-
-    with running_services(config, workers=workers, index=False) as (services, loop):
-        loop.run(answer_all(services, pending, asked, record))
+    return answered_now
 
 
 def _bar(total: int, done: int, shown: bool) -> Any:
@@ -191,4 +278,4 @@ def _model_versions(config: Settings) -> dict[str, str]:
     from app.models.registry import read_manifests
 
     manifest = read_manifests(config.models, None)
-    return {spec.name: spec.version or "" for spec in manifest.models}
+    return {spec.name: spec.version or "" for spec in manifest.models if spec.task == "classifier"}

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.batch.collection import Observation, PhotoRef, SourceKind
+from app.batch.collection import Observation, PhotoRef, SourceKind, observation_to_json
 from app.identification.request import MAX_PHOTOS, Place
 from app.index.species_folders import IMAGE_SUFFIXES
 
@@ -109,10 +109,14 @@ def _source(
 
 
 def _fingerprint(kind: SourceKind, path: Path, observations: Iterable[Observation]) -> str:
-    # JSON, not joined strings, so that no id or location can pass for a separator.
-    listed = [[o.id, [p.location for p in o.photos]] for o in observations]
-    text = json.dumps([kind, str(path), listed], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """Everything an answer depends on: the ids, the photos and what the source says of each
+    observation (its place, date, taxon, event), so that an edited row is another source. JSON,
+    not joined strings, so that no value can pass for a separator; fed observation by
+    observation, so a large source is never one string."""
+    digest = hashlib.sha256(json.dumps([kind, str(path)], ensure_ascii=False).encode("utf-8"))
+    for observation in observations:
+        digest.update(observation_to_json(observation).encode("utf-8"))
+    return digest.hexdigest()
 
 
 # A folder

@@ -20,6 +20,7 @@ from app.cli.common import (
     SpeciesListOption,
     Taxon,
     fail,
+    iso_date,
     place,
     require_extra,
     settings,
@@ -67,9 +68,9 @@ def batch(
     """Identify every observation of SOURCE into DIR. Run it again to resume: what the journal
     in DIR holds is not answered again."""
     from app.batch.answering import Asked
-    from app.batch.journal import Journal, JournalError
-    from app.batch.service import FORMATS, RunOptions, fingerprint_options, run_collection
+    from app.batch.service import FORMATS, BatchError, RunOptions, run_collection, run_options
     from app.batch.sources import SourceError, read_source
+    from app.identification.request import Defaults
 
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = [f for f in chosen if f not in FORMATS]
@@ -86,7 +87,7 @@ def batch(
         steering(config, taxon, species_list, geo, min_score, rollup_threshold),
         frozenset(groups) if groups else None,
         top_k,
-        place(lat, lon, date, geo, filter_needs_place=False),
+        Defaults(place(lat, lon, date, geo, filter_needs_place=False), iso_date(date)),
         photo_metadata,
     )
     try:
@@ -95,17 +96,12 @@ def batch(
         raise fail(str(exc)) from exc
     for skipped in found.skipped:
         typer.echo(f"skipped: {skipped}", err=True)
-    try:
-        journal = Journal.open(out, found.fingerprint, fingerprint_options(asked, found, group_by, event_gap))
-    except JournalError as exc:
-        raise fail(str(exc)) from exc
+    options = run_options(config, asked, found, group_by, event_gap)
     how = RunOptions(chosen, engine, retry_failed, workers, progress)  # type: ignore[arg-type]
     try:
-        summary = run_collection(config, found, out, asked, journal, how)
-    except OSError as exc:
-        raise fail(f"cannot write the outputs in {out}: {exc}") from exc
-    finally:
-        journal.close()
+        summary = run_collection(config, found, out, asked, options, how)
+    except BatchError as exc:
+        raise fail(str(exc)) from exc
     typer.echo(
         f"{summary.observations} observations: {summary.done} answered, {summary.failed} failed "
         f"({summary.answered_now} by this run, {summary.seconds:.1f} s)",
@@ -123,3 +119,6 @@ def batch(
             f"{summary.failed} failed: see `error` in the outputs; --retry-failed answers them again",
             err=True,
         )
+    if summary.not_written:
+        reasons = "; ".join(f"{name} not written: {why}" for name, why in summary.not_written.items())
+        raise fail(f"{reasons} (the journal and the other outputs are in {out})")

@@ -4,6 +4,7 @@ optional extras."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -114,19 +115,21 @@ def place(
 ) -> Place | None:
     """The place the options give, checked as the API checks it; exit 2 with the reason.
     ``filter_needs_place``: False where the photos' source gives places (``batch``)."""
-    import datetime as dt
-
     from app.identification.request import Place
 
     if (lat is None) != (lon is None):
         raise fail("give --lat and --lon together")
     if geo == "filter" and lat is None and filter_needs_place:
         raise fail("--geo filter keeps the species recorded near a place: give --lat and --lon")
-    try:
-        when = dt.date.fromisoformat(date) if date else None
-    except ValueError as exc:
-        raise fail(f"--date {date!r} is not an ISO date (YYYY-MM-DD)") from exc
+    when = iso_date(date)
     return Place(lat, lon, when) if lat is not None and lon is not None else None
+
+
+def iso_date(text: str | None, option: str = "--date") -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError as exc:
+        raise fail(f"{option} {text!r} is not an ISO date (YYYY-MM-DD)") from exc
 
 
 def bar(total: int, what: str, progress: bool) -> Any:

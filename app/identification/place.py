@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from app.identification.request import Place, PlaceSource
+from app.identification.request import Defaults, Place, PlaceSource
 from app.imaging.photo_metadata import PhotoMetadata
 
 
@@ -37,31 +37,44 @@ def locate(
     photos: Sequence[PhotoMetadata | None],
     *,
     use_photos: bool,
-    fallback: Place | None = None,
+    defaults: Defaults | None = None,
 ) -> Whereabouts:
     """``given``: the request's (or row's, or deployment's) place; ``given_date``: a date given
-    without coordinates, and by whom; ``photos``: each photo's metadata, in order; ``fallback``:
-    the place when neither gives one (a collection's command-wide --lat/--lon)."""
-    if not use_photos:
-        return Whereabouts(given or fallback)
-    numbered = len(photos) > 1
-    problems = tuple(
-        f"photo {n}: {problem}" if numbered else problem
-        for n, meta in enumerate(photos, 1)
-        if meta is not None
-        for problem in meta.problems
-    )
-    taken = next((m.taken.date() for m in photos if m is not None and m.taken is not None), None)
-    located = next((m for m in photos if m is not None and m.located), None)
-    place = given
-    if place is None and located is not None and located.lat is not None and located.lon is not None:
-        place = Place(located.lat, located.lon, source="photo")
-    place = place or fallback
-    if place is None:
+    without coordinates, and by whom; ``photos``: each photo's metadata, in order; ``defaults``:
+    a collection's command-wide --lat/--lon/--date, which count after the photos'."""
+    problems: tuple[str, ...] = ()
+    located = taken = None
+    if use_photos:
+        numbered = len(photos) > 1
+        problems = tuple(
+            f"photo {n}: {problem}" if numbered else problem
+            for n, meta in enumerate(photos, 1)
+            if meta is not None
+            for problem in meta.problems
+        )
+        located = next((m for m in photos if m is not None and m.located), None)
+        taken = next((m.taken.date() for m in photos if m is not None and m.taken is not None), None)
+    default = defaults.place if defaults is not None else None
+    source: PlaceSource
+    if given is not None:
+        lat, lon, source = given.lat, given.lon, given.source
+    elif located is not None and located.lat is not None and located.lon is not None:
+        lat, lon, source = located.lat, located.lon, "photo"
+    elif default is not None:
+        lat, lon, source = default.lat, default.lon, "request"
+    else:
         return Whereabouts(None, problems)
-    if given is None and given_date is not None:  # a date given alone beats the photo's and the default's
-        date, source = given_date
-        place = replace(place, date=date, date_source=None if source == place.source else source)
-    elif place.date is None and taken is not None:
-        place = replace(place, date=taken, date_source=None if place.source == "photo" else "photo")
-    return Whereabouts(place, problems)
+    # The date, in the same order as the coordinates: a date given alone counts after the given
+    # place's own and before the photos'.
+    dates: list[tuple[dt.date | None, PlaceSource]] = [
+        (given.date if given is not None else None, given.source if given is not None else "request"),
+        given_date or (None, "request"),
+        (taken, "photo"),
+        (default.date if default is not None else None, "request"),
+        (defaults.date if defaults is not None else None, "request"),
+    ]
+    date, date_source = next(((d, s) for d, s in dates if d is not None), (None, source))
+    return Whereabouts(
+        Place(lat, lon, date, source=source, date_source=None if date_source == source else date_source),
+        problems,
+    )

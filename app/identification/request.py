@@ -46,6 +46,15 @@ class Place:
         return self.date.month if self.date is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Where and when an observation was made when neither it nor its photos say (a collection's
+    command-wide ``--lat/--lon/--date``): the place, or a date alone."""
+
+    place: Place | None = None
+    date: dt.date | None = None
+
+
 @dataclass(frozen=True)
 class Steering:
     """What a request narrows the answer to, what the place does, and its own thresholds.
@@ -98,7 +107,7 @@ class Request:
     # Without a place, the photos' own EXIF GPS and date (``app.identification.place``).
     use_photo_metadata: bool = True
     date: tuple[dt.date, PlaceSource] | None = None  # a date given without coordinates, and by whom
-    fallback: Place | None = None  # when neither the request nor the photos give one (batch --lat/--lon)
+    defaults: Defaults | None = None  # after the photos' own: a collection's --lat/--lon/--date
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.photos) <= MAX_PHOTOS:

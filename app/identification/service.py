@@ -87,7 +87,7 @@ class Identifier:
             request.date,
             [run.image.metadata for run in runs],
             use_photos=request.use_photo_metadata,
-            fallback=request.fallback,
+            defaults=request.defaults,
         )
         place = where.place
         steered = None

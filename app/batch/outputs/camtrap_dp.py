@@ -7,9 +7,9 @@ Two cases:
   every resource file under the path its resource names, with one *machine* observation per
   answered observation added at the end of ``observations.csv``. Every row already there (the
   people's observations, earlier machine ones) stays byte for byte; so do ``deployments.csv`` and
-  ``media.csv``. The descriptor keeps all of its metadata; ``created`` becomes ``created``, the
-  taxa named are added to ``taxonomic`` (existing entries kept, none twice) and
-  ``project.observationLevel`` gains the levels written.
+  ``media.csv``. The descriptor keeps all of its metadata; ``created`` becomes the run's (its
+  newest answer's time), the taxa named are added to ``taxonomic`` (existing entries kept, none
+  twice) and ``project.observationLevel`` gains the levels written.
 - **a folder or a CSV**: a new package. One deployment per distinct place (latitude and
   longitude rounded to 6 decimals, about 0.1 m), ``deploymentID`` a short hash of them,
   starting and ending with its media's first and last timestamps; one media row per photo
@@ -32,8 +32,8 @@ The photos themselves are never copied: a relative ``filePath`` is relative to t
 input package's folder, the folder or CSV), as it was there. Copy them beside
 ``datapackage.json`` to make the package whole.
 
-Machine observations (both cases): ``observationID`` ``<observation id>:machine`` (``:2``,
-``:3``... where a rerun's rows already hold it); an observation of one photo is
+Machine observations (both cases): ``observationID`` ``<observation id>:machine`` (``:machine:2``,
+``:machine:3``... where a rerun's rows already hold it); an observation of one photo is
 ``observationLevel`` ``media`` with its ``mediaID``, an event (``--group-by event``) or any
 observation of several photos is ``event``, without ``mediaID``, with ``eventID`` (the event's,
 else the observation id) and ``eventStart``/``eventEnd`` (required: the event's, else the
@@ -78,7 +78,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from app.batch.collection import Observation, Outcome, PhotoRef
-from app.batch.outputs.answer_reading import NamedTaxon, classified_by, named_taxon, plain_number, where
+from app.batch.outputs.answer_reading import (
+    SOFTWARE,
+    NamedTaxon,
+    classified_by,
+    named_taxon,
+    plain_number,
+    where,
+)
 
 log = logging.getLogger("app.batch")
 
@@ -86,7 +93,6 @@ VERSION = "1.0.2"
 STANDARD = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
 PROFILE = f"{STANDARD}/camtrap-dp-profile.json"
 TABLES = ("deployments", "media", "observations")
-SOFTWARE = "species-id"
 
 DEPLOYMENT_FIELDS = [
     "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",

@@ -27,11 +27,14 @@ PREDICTION_FIELDS = [
 def replacing(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
     """A text file written under a temporary name and renamed over ``path`` once complete."""
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", encoding="utf-8", newline=newline) as fh:
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
-    partial.replace(path)
+    try:
+        with partial.open("w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _place(answer: dict[str, Any] | None) -> dict[str, str]:
