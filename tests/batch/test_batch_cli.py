@@ -267,3 +267,32 @@ def test_a_camtrap_dp_package_without_any_place_is_refused_and_the_rest_written(
     assert "camtrap-dp not written" in reason and "coordinates" in reason, reason
     assert (out / "predictions.csv").is_file() and (out / "dwca.zip").is_file()
     assert not (out / "camtrap-dp").exists()
+
+
+def test_a_bad_group_or_taxon_stops_the_run_before_anything_is_recorded(manifest, tmp_path):
+    """Checked once against the models, not a million times as failed observations."""
+    photos = collection(tmp_path / "photos", HELD_OUT[:1])
+    out = tmp_path / "out"
+    reason = refused(run_cli("batch", photos, "--out", out, "--groups", "fungus", manifest=manifest))
+    assert "fungus" in reason, reason
+    assert journal_count(out) == 0  # nothing recorded: the same DIR takes the corrected command
+    # Without a linked taxonomy (link-gbif), a taxon filter is refused the same way.
+    assert "link-gbif" in refused(
+        run_cli("batch", photos, "--out", out, "--taxon", "Aves", manifest=manifest)
+    )
+    ok(run_cli("batch", photos, "--out", out, "--groups", "insect", "--no-progress", manifest=manifest))
+    assert journal_count(out) == 1
+
+
+def test_one_run_per_dir_and_an_edited_source_is_another_source(manifest, tmp_path):
+    import fcntl
+
+    table = tmp_path / "photos.csv"
+    table.write_text(f"path,lat,lon\n{HELD_OUT[0]},51.5,-0.12\n")
+    out = tmp_path / "out"
+    ok(run_cli("batch", table, "--out", out, "--no-progress", manifest=manifest))
+    with (out / "journal.lock").open("a") as held:  # as a running batch holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert "another batch is running" in refused(run_cli("batch", table, "--out", out, manifest=manifest))
+    table.write_text(f"path,lat,lon\n{HELD_OUT[0]},48.85,2.35\n")  # the same photo, another place
+    assert "another source" in refused(run_cli("batch", table, "--out", out, manifest=manifest))
