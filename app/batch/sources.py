@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from app.batch.collection import Observation, PhotoRef, SourceKind, observation_to_json
@@ -367,6 +367,10 @@ def _rows(
     for chunk in chunks:
         if chunk.lower().startswith(_URL_SCHEMES):
             raise SourceError(f"{descriptor}: {name} is at {chunk}; download the package and give its copy")
+        relative = PurePosixPath(chunk)
+        if relative.is_absolute() or ".." in relative.parts:
+            # The Data Package standard forbids it, and the Camtrap DP output could not copy it.
+            raise SourceError(f"{descriptor}: the {name} table {chunk} is outside the package's folder")
         table = root / chunk
         if not table.is_file():
             raise SourceError(f"{descriptor}: the {name} table {table} does not exist")

@@ -389,3 +389,14 @@ def test_the_fingerprint_is_stable_and_tells_sources_apart(folder: Path, tmp_pat
     assert read_source(folder).fingerprint != first.fingerprint  # a photo added
     table = _write_csv(tmp_path / "c.csv", ["path"], [["a.jpg"]])
     assert read_source(table).fingerprint == read_source(table).fingerprint != first.fingerprint
+
+
+def test_a_package_table_outside_its_folder_is_refused(tmp_path):
+    package = tmp_path / "package"
+    package.mkdir()
+    (tmp_path / "media.csv").write_text("mediaID,deploymentID,timestamp,filePath,fileMediatype\n")
+    (package / "deployments.csv").write_text("deploymentID,latitude,longitude\nd1,51,4\n")
+    resources = [{"name": "deployments", "path": "deployments.csv"}, {"name": "media", "path": "../media.csv"}]
+    (package / "datapackage.json").write_text(json.dumps({"resources": resources}))
+    with pytest.raises(SourceError, match="outside the package's folder"):
+        read_source(package)
