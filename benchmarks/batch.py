@@ -180,13 +180,13 @@ def local_rounds(
     bare_threads: list[int], tally: Tally,
 ) -> dict[str, Measured]:  # fmt: skip
     from app.batch.journal import Journal
-    from app.batch.service import RunOptions, fingerprint_options, run_collection
+    from app.batch.service import RunOptions, run_collection, run_options
     from app.batch.sources import read_source
 
     source = read_source(folder)
     pending = list(enumerate(source.observations))
     paths = [Path(obs.photos[0].location) for obs in source.observations]
-    options = fingerprint_options(asked, source, "photo", 60.0)
+    options = run_options(config, asked, source, "photo", 60.0)
     bares = {t: Bare(services, asked, paths, t) for t in bare_threads}
     runs = iter(range(10**6))
 
@@ -215,11 +215,7 @@ def local_rounds(
 
     def whole_side() -> float:
         out = work / f"run-{next(runs)}"
-        journal = Journal.open(out, source.fingerprint, options)
-        try:
-            summary = run_collection(config, source, out, asked, journal, RunOptions(progress=False))
-        finally:
-            journal.close()
+        summary = run_collection(config, source, out, asked, options, RunOptions(progress=False))
         if summary.failed:
             tally.failed.append(f"run_collection: {summary.failed} failed (see {out})")
         return summary.observations / summary.seconds
@@ -271,12 +267,12 @@ def ray_rounds(
     time, an eighth of the run each, and hands over the last blocks together.)"""
     from app.batch.journal import Journal
     from app.batch.ray_engine import answer_on_ray
-    from app.batch.service import fingerprint_options
+    from app.batch.service import run_options
     from app.batch.sources import read_source
 
     source = read_source(folder)
     pending = list(enumerate(source.observations * repeat))
-    options = fingerprint_options(asked, source, "photo", 60.0)
+    options = run_options(config, asked, source, "photo", 60.0)
     measured = Measured()
     notes = []
     for i in range(rounds):

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from app.batch.answering import Answered, Asked
 from app.batch.collection import Observation, observation_from_json, observation_to_json
 from app.batch.engine import Record
+from app.core.ray_session import ray_session
 from app.settings import Settings
 
 # Observations per dataset: Ray holds one window's at a time, not a collection's ten million
@@ -120,21 +121,8 @@ def answer_on_ray(
 ) -> None:
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
     actors = actors or (os.cpu_count() or 1)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            num_cpus=None if address else actors,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    try:
+    with ray_session(address, actors):
         ray.data.DataContext.get_current().enable_progress_bars = False  # the journal's bar shows it
         for start in range(0, len(pending), WINDOW):
             _answer_window(pending[start : start + WINDOW], config, asked, record, actors, batch_size)
-    finally:
-        if started_here:
-            ray.shutdown()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.core.ray_session import ray_session
 from app.index.embedding import Embedded
 from app.models.registry import LoadedModel
 
@@ -67,16 +68,7 @@ def embed_with_ray(
     dim = embedder.output_dim
     if dim is None:
         raise ValueError(f"embedder {embedder.spec.name} is not loaded")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            num_cpus=None if address else actors,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    try:
+    with ray_session(address, actors):
         ray.data.DataContext.get_current().enable_progress_bars = progress
         dataset = ray.data.from_items([{"row": i, "path": str(p.resolve())} for i, p in enumerate(paths)])
         embedded = dataset.map_batches(
@@ -104,7 +96,4 @@ def embed_with_ray(
             result.features[rows] = batch["features"]
             result.ok[rows] = batch["ok"]
             result.failures += [(paths[r], str(e)) for r, e in zip(rows, batch["error"], strict=True) if e]
-    finally:
-        if started_here:
-            ray.shutdown()
     return result
