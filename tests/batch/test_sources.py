@@ -396,7 +396,10 @@ def test_a_package_table_outside_its_folder_is_refused(tmp_path):
     package.mkdir()
     (tmp_path / "media.csv").write_text("mediaID,deploymentID,timestamp,filePath,fileMediatype\n")
     (package / "deployments.csv").write_text("deploymentID,latitude,longitude\nd1,51,4\n")
-    resources = [{"name": "deployments", "path": "deployments.csv"}, {"name": "media", "path": "../media.csv"}]
+    resources = [
+        {"name": "deployments", "path": "deployments.csv"},
+        {"name": "media", "path": "../media.csv"},
+    ]
     (package / "datapackage.json").write_text(json.dumps({"resources": resources}))
     with pytest.raises(SourceError, match="outside the package's folder"):
         read_source(package)
