@@ -20,8 +20,8 @@ Two cases:
   photo someone took on seeing the organism; ``filePublic`` false: nothing says the photos are
   published).
 
-Left out of a new package, with no media or observation rows (the log counts them, by
-reason), because 1.0.2 requires what they lack and a made-up value would be data:
+Left out of a new package, with no media or observation rows (``left_out`` lists them, the
+log counts them), because 1.0.2 requires what they lack and a made-up value would be data:
 
 - an observation without coordinates: ``deployments.latitude``/``longitude`` are required and
   every media row needs a deployment (no 0, 0 "unknown" deployment: that is a real place);
@@ -184,6 +184,13 @@ def write_camtrap_dp(
             "; ".join(f"{reason}: {n}" for reason, n in counts.most_common()),
         )
     return out
+
+
+def left_out(outcomes: Sequence[Outcome], *, package: Path | None) -> list[LeftOut]:
+    """The observations ``write_camtrap_dp`` writes no observation row for, and why."""
+    if package is not None:
+        return _package_plan(outcomes, _InputPackage.read(package), {}).left_out
+    return _new_plan(outcomes, {}).left_out
 
 
 # --- machine observations --------------------------------------------------------------------
