@@ -11,7 +11,7 @@ BIN     = $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[tf,training,ray,dev]'
+	$(BIN)/pip install --quiet -e '.[tf,training,ray,dev,taxonomy]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -29,10 +29,13 @@ mkdir -p "$dest"
 if [ ! -f "$dest/models.toml" ]; then
   cp "$here/volumes/models/models.toml" "$dest/models.toml"
 fi
-# The shipped calibrations (/v1/identify) go with the manifest that names them.
-if [ "$dest" != "$here/volumes/models" ] && [ ! -d "$dest/calibration" ]; then
-  cp -r "$here/volumes/models/calibration" "$dest/calibration"
-fi
+# The shipped calibrations (/v1/identify) and offline taxonomies (NCBI, per label) go with the
+# manifest that names them.
+for shipped in calibration taxonomy; do
+  if [ "$dest" != "$here/volumes/models" ] && [ ! -d "$dest/$shipped" ]; then
+    cp -r "$here/volumes/models/$shipped" "$dest/$shipped"
+  fi
+done
 
 TFHUB="https://tfhub.dev/google"
 CORAL_LABELS="https://raw.githubusercontent.com/google-coral/test_data/master"

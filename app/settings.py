@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -309,17 +309,31 @@ class GbifSettings(BaseSettings):
 
 class GeoPriorSettings(BaseSettings):
     """The "seen nearby" prior: how often GBIF has recorded each candidate species in the photo's
-    grid cell (one occurrence search per cell and month) weighs its score."""
+    grid cell weighs its score; the counts come from GBIF's occurrence search (one per cell and
+    month, cached) or from a range table built offline from a GBIF download (`build-range`)."""
 
     model_config = _config("GEO_PRIOR_")
 
+    source: Literal["gbif", "table", "off"] = Field(
+        default="gbif",
+        description="Where the counts come from: `gbif` (GBIF's occurrence search, per cell and month, "
+        "cached), `table` (`GEO_PRIOR_TABLE`, no network per request; the month counts with its two "
+        "neighbours) or `off` (no prior: answers say `geo.status` `off`).",
+    )
+    table: Path | None = Field(
+        default=None,
+        description="The range table `python -m app build-range` writes (SQLite), read when "
+        "`GEO_PRIOR_SOURCE=table`; a rebuilt file is picked up without a restart. Missing or "
+        "unreadable: answers without the prior, `geo.status` `unavailable`.",
+    )
     cell_deg: float = _env(
         "GEO_PRIOR_CELL_DEG",
         "GBIF_PRIOR_CELL_DEG",
         default=1.0,
         gt=0,
         le=10,
-        description="Cell size in degrees; cells are aligned on multiples of it.",
+        description="Cell size in degrees; cells are aligned on multiples of it. `build-range` grids "
+        "a table with it; a table built with another size is read with its own (and a warning).",
     )
     floor: float = _env(
         "GEO_PRIOR_FLOOR",
@@ -341,15 +355,22 @@ class GeoPriorSettings(BaseSettings):
         default=1000,
         ge=10,
         le=10000,
-        description="The cell's most recorded species asked of GBIF; one below them counts as unrecorded.",
+        description="The cell's most recorded species asked of GBIF; one below them counts as "
+        "unrecorded (`gbif` source).",
     )
     timeout: PositiveFloat = _env(
         "GEO_PRIOR_TIMEOUT",
         "GBIF_PRIOR_TIMEOUT",
         default=2.0,
         description="Seconds, slot wait and retries included; past it the answer goes without the "
-        "prior, and says so.",
+        "prior, and says so (`gbif` source).",
     )
+
+    @model_validator(mode="after")
+    def _table_named(self) -> GeoPriorSettings:
+        if self.source == "table" and self.table is None:
+            raise ValueError("GEO_PRIOR_SOURCE=table needs GEO_PRIOR_TABLE (the file build-range writes)")
+        return self
 
 
 class SecuritySettings(BaseSettings):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from app.core.rate_limit import RateLimiter
 from app.enrich.gbif import GbifClient, open_gbif
 from app.enrich.geo import GeoPrior
+from app.enrich.range_table import RangeTable
 from app.enrich.taxonomies import TaxonomyBook
 from app.identification.lookup import Lookup
 from app.identification.service import Identifier
@@ -88,13 +89,19 @@ async def open_services(settings: Settings, *, only: str | None = None) -> Async
             max_pixels=max_pixels,
             observer=observer,
         )
+        geo_settings = settings.geo_prior
+        table = None
+        if geo_settings.source == "table" and geo_settings.table is not None:
+            # Opened on the first photo with a place: a table built after the start is used.
+            table = RangeTable(geo_settings.table, geo_settings.cell_deg)
+            stack.callback(table.close)
         identifier = Identifier(
             registry,
             runner,
             taxonomies,
             settings.ranking,
             max_pixels=max_pixels,
-            geo=GeoWeighting(GeoPrior(gbif, settings.geo_prior)),  # one prior: its cell lookups are shared
+            geo=GeoWeighting(GeoPrior(gbif, geo_settings, table)),  # one prior: its cell lookups are shared
             lookup=lookup,
             observer=observer,
         )

@@ -131,7 +131,9 @@ def filters_info(found: FilterReport | None) -> FiltersInfo | None:
         return None
     listed = found.species_list
     return FiltersInfo(
-        taxon=TaxonFilterInfo(key=found.taxon.key, name=found.taxon.name, rank=found.taxon.rank)
+        taxon=TaxonFilterInfo(
+            key=found.taxon.key, name=found.taxon.name, rank=found.taxon.rank, source=found.taxon.source
+        )
         if found.taxon is not None
         else None,
         species_list=SpeciesListInfo(
@@ -272,6 +274,8 @@ def geo_info(geo: GeoOutcome) -> GeoInfo:
         cache=geo.cache,
         mode=geo.mode,
         recorded_species=int(geo.recorded.sum()) if geo.recorded is not None else None,
+        source=geo.source,
+        months=list(geo.months) if geo.status == "applied" and geo.months else None,
     )
 
 

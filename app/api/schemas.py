@@ -12,11 +12,13 @@ from app.api.steering_schemas import FiltersInfo, GeoInfo, PlaceInfo, Thresholds
 
 
 class TaxonInfo(BaseModel):
-    """A GBIF backbone usage and its classification, in GBIF's own field names."""
+    """A usage of ``source``'s taxonomy (GBIF's backbone, where link-gbif linked the label; else
+    NCBI Taxonomy, shipped) and its classification, in GBIF's field names whatever the source.
+    ``kingdom`` is always GBIF's name (Animalia, Plantae, Fungi); the keys are ``source``'s."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    usageKey: int
+    usageKey: int = Field(description="the usage's key in source's taxonomy (GBIF's key, or an NCBI taxid)")
     canonicalName: str | None = None
     scientificName: str | None = None
     rank: str | None = None
@@ -35,17 +37,34 @@ class TaxonInfo(BaseModel):
     familyKey: int | None = None
     genusKey: int | None = None
     speciesKey: int | None = Field(default=None, description="the accepted species (for a synonym)")
+    source: Literal["gbif", "ncbi"] = Field(
+        default="gbif",
+        description="the taxonomy the keys are of: gbif (link-gbif) or ncbi (shipped, offline)",
+    )
+    id: int | None = Field(default=None, description="the usage's id in source's taxonomy (= usageKey)")
+    vernacularName: str | None = Field(default=None, description="source's common name, where it has one")
+    fallback: str | None = Field(
+        default=None,
+        description="ncbi: the label's name is not in NCBI Taxonomy, and this taxon is its species "
+        "(matchType FALLBACK_SPECIES) or its genus (FALLBACK_GENUS); null for an exact match",
+    )
+    ncbiKingdom: str | None = Field(
+        default=None, description="ncbi: NCBI's name of the kingdom (Metazoa, Viridiplantae, Fungi)"
+    )
 
 
 class RollupInfo(BaseModel):
     rank: str = Field(description="genus, family, order, class, phylum or kingdom")
     name: str
-    usageKey: int | None = Field(description="GBIF key of the taxon")
+    usageKey: int | None = Field(description="key of the taxon in source's taxonomy")
     score: float = Field(ge=0.0, le=1.0, description="summed score of the species under it")
     reason: str | None = Field(
         default=None,
         description="null: no species reaches the rollup threshold; else why the taxon is reported "
         "(geo=filter: the photo's best species has no GBIF record in the cell, this ancestor has)",
+    )
+    source: Literal["gbif", "ncbi"] | None = Field(
+        default=None, description="the taxonomy usageKey is a key of (gbif or ncbi); null: not known"
     )
 
 
@@ -57,7 +76,8 @@ class SpeciesResult(BaseModel):
     score: float = Field(ge=0.0, le=1.0, description="the model's probability for this class")
     taxonomy: TaxonInfo | None = Field(
         default=None,
-        description="GBIF backbone taxon, where the label map was linked (python -m app link-gbif)",
+        description="the label's taxon: GBIF's backbone where the label map was linked (python -m app "
+        "link-gbif), else NCBI Taxonomy's (shipped beside the manifest, offline)",
     )
 
 

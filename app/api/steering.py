@@ -22,8 +22,9 @@ When = Annotated[dt.date | None, Query(description="when (ISO 8601, e.g. 2026-06
 
 TAXON = (
     "only species under this taxon are ranked, renormalised to sum to 1 (`filters` says what was kept): "
-    "a GBIF key or a scientific name of any rank, case-insensitive (Lepidoptera, Aves, Vanessa, "
-    "Danaus plexippus), looked up in the models' linked taxonomy (`python -m app link-gbif`)"
+    "a scientific name of any rank, case-insensitive (Lepidoptera, Aves, Vanessa, Danaus plexippus; "
+    "Animalia or Metazoa, Plantae or Viridiplantae), or a key of the taxonomy in use (GBIF's where "
+    "`link-gbif` linked the labels, else NCBI's from the shipped offline taxonomy)"
 )
 LIST_NAME = (
     "only the species on this list are ranked (renormalised): the name of a list installed in LISTS_DIR "

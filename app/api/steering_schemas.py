@@ -11,9 +11,12 @@ from pydantic import BaseModel, Field
 
 
 class TaxonFilterInfo(BaseModel):
-    key: int | None = Field(description="GBIF key of the taxon (from the linked taxonomy)")
+    key: int | None = Field(description="the taxon's key in `source`'s taxonomy")
     name: str
     rank: str = Field(description="kingdom, phylum, class, order, family, genus, species, ...")
+    source: Literal["gbif", "ncbi"] | None = Field(
+        default=None, description="the taxonomy the key is of: GBIF's (link-gbif), else the shipped NCBI one"
+    )
 
 
 class SpeciesListInfo(BaseModel):
@@ -84,9 +87,25 @@ class GeoInfo(BaseModel):
     status: Literal["applied", "not_requested", "unavailable", "not_linked", "off"]
     reason: str | None = Field(default=None, description="why there is no prior")
     cell: GeoCellInfo | None = None
-    cell_records: int | None = Field(default=None, description="GBIF records in the cell, all species")
-    cache: Literal["hit", "miss", "stale"] | None = None
+    cell_records: int | None = Field(
+        default=None,
+        description="records in the cell, all species (a range table's: those it kept, over `months`)",
+    )
+    cache: Literal["hit", "miss", "stale"] | None = Field(
+        default=None, description="GBIF's cache (source `gbif`); null for a range table"
+    )
     mode: Literal["off", "prior", "filter"] = Field(default="prior", description="the geo= asked")
     recorded_species: int | None = Field(
         default=None, description="geo=filter: the model's species GBIF has records of in the cell"
+    )
+    source: Literal["table", "gbif"] | None = Field(
+        default=None,
+        description="where the counts came from (GEO_PRIOR_SOURCE): `table`, the range table built "
+        "from a GBIF download (`build-range`), or `gbif`, GBIF's occurrence search; null when none "
+        "were asked for",
+    )
+    months: list[int] | None = Field(
+        default=None,
+        description="the months counted: the date's month (gbif), or it and the two beside it "
+        "(table: December is next to January); null: every month (no date, or no prior)",
     )

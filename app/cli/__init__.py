@@ -4,7 +4,21 @@ Importing this package imports no model runtime and no optional extra: each comm
 what it needs when it runs, and says which extra to install when that is missing.
 """
 
-from app.cli import batch, calibrate, classify, evaluate, explain, gbif, identify, index, models, serve, train  # noqa: F401
+from app.cli import (  # noqa: F401
+    batch,
+    calibrate,
+    classify,
+    evaluate,
+    explain,
+    gbif,
+    identify,
+    index,
+    models,
+    range,
+    serve,
+    taxonomy,
+    train,
+)
 from app.cli.app import cli
 
 

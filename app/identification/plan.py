@@ -3,9 +3,13 @@ groups) and its steering. Out: a ``Plan``: the models to ask and, when the reque
 which of each model's classes it keeps. An unknown group, model or taxon, or filters that keep
 nothing, cost no download: they are refused here (400/404/409/503).
 
-- a ``taxon`` (a GBIF key or a scientific name of any rank: ``Lepidoptera``, ``Vanessa``,
-  ``Danaus plexippus``) is resolved in the models' taxonomy files (what ``link-gbif`` wrote),
-  never by asking GBIF: a request costs no call;
+- a ``taxon`` (a scientific name of any rank: ``Lepidoptera``, ``Vanessa``, ``Danaus plexippus``,
+  or a key of the taxonomy in use: GBIF's, or NCBI's taxid where the labels are classified by the
+  shipped NCBI file) is resolved in the models' taxonomy files (what ``link-gbif`` wrote, over
+  what ``build-taxonomy`` shipped), never by asking GBIF: a request costs no call. A kingdom is
+  found by either taxonomy's name (``Metazoa`` or ``Animalia``, ``Viridiplantae`` or
+  ``Plantae``), and resolves to GBIF's; the same taxon named by both taxonomies (a label map
+  linked partly by GBIF) is one taxon;
 - a ``species_list`` keeps the classes it names; a name no model asked has comes back in
   ``unmatched``.
 
@@ -17,14 +21,14 @@ organism). A model with none of its classes kept is not asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from app.enrich.taxonomies import Taxonomy, TaxonomyBook
-from app.enrich.taxonomy import ROLLUP_RANKS, Taxon
+from app.enrich.taxonomy import ROLLUP_RANKS, Source, Taxon, canonical_kingdom, is_hybrid
 from app.errors import BadRequest, ModelUnavailable, TaxonomyMissing, UnknownTaxon
 from app.identification.request import Steering
 from app.identification.species_lists import SpeciesList, normalise
@@ -71,20 +75,59 @@ def link_hint(names: list[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedTaxon:
-    key: int | None  # GBIF's key (the fake GBIF's in the tests)
-    name: str
+    key: int | None  # the key in ``source``'s taxonomy (the fake GBIF's in the tests)
+    name: str  # a kingdom by GBIF's name (Animalia for NCBI's Metazoa)
     rank: str  # lower case, GBIF's words: kingdom ... genus, species, subspecies
+    source: Source = "gbif"
+    # Tells apart, across taxonomies (where only names compare), a genus of plants from one of
+    # animals that share its name.
+    kingdom: str | None = None
 
 
 def _places(label: str, taxon: Taxon) -> Iterator[ResolvedTaxon]:
     """Every taxon a label's classification names, the label's own usage included."""
+    source, kingdom = taxon.source, taxon.kingdom
     for rank in ROLLUP_RANKS:
         at = taxon.at(rank)
         if at is not None:
-            yield ResolvedTaxon(at[1], at[0], rank)
-    yield ResolvedTaxon(taxon.usageKey, taxon.canonicalName or label, (taxon.rank or "species").lower())
+            yield ResolvedTaxon(at[1], at[0], rank, source, kingdom)
+    rank = (taxon.rank or "species").lower()
+    yield ResolvedTaxon(taxon.usageKey, taxon.canonicalName or label, rank, source, kingdom)
     if taxon.speciesKey is not None and taxon.speciesKey != taxon.usageKey and taxon.rank == "SPECIES":
-        yield ResolvedTaxon(taxon.speciesKey, taxon.canonicalName or label, "species")  # a synonym's accepted
+        # a synonym's accepted species
+        yield ResolvedTaxon(taxon.speciesKey, taxon.canonicalName or label, "species", source, kingdom)
+    if not taxon.exact:
+        # The offline taxonomy classified the label by its species or genus: the label's own
+        # name has no key there, but a filter naming it still means this label.
+        own = "subspecies" if len(label.split()) == 3 and not is_hybrid(label) else "species"
+        yield ResolvedTaxon(None, label, own, source, kingdom)
+
+
+def _kingdoms_agree(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or normalise(canonical_kingdom(a)) == normalise(canonical_kingdom(b))
+
+
+def _one_per_taxon(places: Iterable[ResolvedTaxon]) -> list[ResolvedTaxon]:
+    """The places found, a taxon that both taxonomies name (same rank, name and kingdom) once,
+    by GBIF's key where GBIF names it; two keys of one taxonomy stay two (homonyms). A place
+    without a key (a kingdom NCBI does not name, a label's own name) is the keyed one's."""
+
+    def same(a: ResolvedTaxon, b: ResolvedTaxon) -> bool:
+        return (
+            a.rank == b.rank
+            and normalise(a.name) == normalise(b.name)
+            and _kingdoms_agree(a.kingdom, b.kingdom)
+            and (a.source != b.source or a.key is None or b.key is None or a.key == b.key)
+        )
+
+    groups: list[dict[str, ResolvedTaxon]] = []
+    for place in places:
+        group = next((g for g in groups if all(same(p, place) for p in g.values())), None)
+        if group is None:
+            groups.append({place.source: place})
+        elif group.get(place.source) is None or group[place.source].key is None:
+            group[place.source] = place
+    return [group.get("gbif") or next(iter(group.values())) for group in groups]
 
 
 @dataclass(frozen=True)
@@ -119,8 +162,9 @@ def _index(taxonomy: Taxonomy) -> _TaxonIndex:
 
 
 def resolve_taxon(query: str, taxonomies: Mapping[str, Taxonomy]) -> ResolvedTaxon:
-    """``query`` (a GBIF key, or a name matched case-insensitively at any rank) in the models'
-    taxonomies (model name -> its taxonomy; empty when the model was never linked)."""
+    """``query`` (a key of the taxonomy in use, or a name matched case-insensitively at any rank;
+    a kingdom by either taxonomy's name) in the models' taxonomies (model name -> its taxonomy;
+    empty when the model has none)."""
     text = query.strip()
     if not text:
         raise BadRequest("taxon is empty: give a scientific name of any rank or a GBIF key")
@@ -128,18 +172,25 @@ def resolve_taxon(query: str, taxonomies: Mapping[str, Taxonomy]) -> ResolvedTax
     unlinked = sorted(set(taxonomies) - set(linked))
     if not linked:
         raise TaxonomyMissing(
-            f"a taxon filter needs the models' GBIF taxonomy, and {', '.join(unlinked)} has none: "
+            f"a taxon filter needs the models' taxonomy, and {', '.join(unlinked)} has none: "
             f"run {link_hint(unlinked)}",
             detail={"taxon": text, "unlinked": unlinked},
         )
-    found: dict[int | str, ResolvedTaxon] = {}
+    found: dict[tuple[str, int] | str, ResolvedTaxon] = {}
     for taxonomy in linked.values():
         index = _index(taxonomy)
-        places = index.by_key.get(int(text), []) if text.isdigit() else index.by_name.get(normalise(text), [])
+        places = (
+            index.by_key.get(int(text), [])
+            if text.isdigit()
+            else index.by_name.get(normalise(canonical_kingdom(text)), [])
+        )
         for place in places:
-            found.setdefault(place.key if place.key is not None else normalise(place.name), place)
-    if not found:
-        where = f"the GBIF taxonomy of {', '.join(sorted(linked))}"
+            found.setdefault(
+                (place.source, place.key) if place.key is not None else normalise(place.name), place
+            )
+    taxa = _one_per_taxon(found.values())
+    if not taxa:
+        where = f"the taxonomy of {', '.join(sorted(linked))}"
         if unlinked:
             raise TaxonomyMissing(
                 f"taxon {text!r} is not in {where}, and {', '.join(unlinked)} has no taxonomy to look in: "
@@ -148,20 +199,22 @@ def resolve_taxon(query: str, taxonomies: Mapping[str, Taxonomy]) -> ResolvedTax
             )
         raise UnknownTaxon(
             f"taxon {text!r} is not in {where}: give a scientific name of any rank the models' labels "
-            "are classified under (e.g. Lepidoptera, Vanessa, Danaus plexippus) or its GBIF key",
+            "are classified under (e.g. Lepidoptera, Vanessa, Danaus plexippus) or its key (GBIF's, "
+            "or NCBI's where the labels are classified by NCBI)",
             detail={"taxon": text, "linked": sorted(linked)},
         )
-    if len(found) > 1:
-        candidates = [{"key": p.key, "name": p.name, "rank": p.rank} for p in found.values()]
+    if len(taxa) > 1:
+        candidates = [{"key": p.key, "name": p.name, "rank": p.rank, "source": p.source} for p in taxa]
         raise BadRequest(
-            f"taxon {text!r} names {len(found)} taxa: give the GBIF key of the one meant",
+            f"taxon {text!r} names {len(taxa)} taxa: give the key of the one meant",
             detail={"taxon": text, "candidates": candidates},
         )
-    return next(iter(found.values()))
+    return taxa[0]
 
 
 def is_under(label: str, taxon: Taxon | None, target: ResolvedTaxon) -> bool:
-    """Whether the label (its linked taxon, when it has one) is the target or below it."""
+    """Whether the label (its linked taxon, when it has one) is the target or below it: by key
+    within the target's taxonomy, by name (and kingdom) across taxonomies."""
     if target.rank in ROLLUP_RANKS:
         if taxon is None:
             # An unlinked label (a subspecies GBIF did not match exactly): a binomial starts with
@@ -170,10 +223,16 @@ def is_under(label: str, taxon: Taxon | None, target: ResolvedTaxon) -> bool:
         at = taxon.at(target.rank)
         if at is None:
             return False
-        if at[1] is not None and target.key is not None:
+        if taxon.source == target.source and at[1] is not None and target.key is not None:
             return at[1] == target.key
-        return normalise(at[0]) == normalise(target.name)
-    if taxon is not None and target.key is not None and target.key in (taxon.usageKey, taxon.speciesKey):
+        same_name = normalise(canonical_kingdom(at[0])) == normalise(canonical_kingdom(target.name))
+        return same_name and _kingdoms_agree(taxon.kingdom, target.kingdom)
+    if (
+        taxon is not None
+        and target.key is not None
+        and taxon.source == target.source
+        and target.key in (taxon.usageKey, taxon.speciesKey)
+    ):
         return True
     name, wanted = normalise(label), normalise(target.name)
     return name == wanted or name.startswith(wanted + " ")  # a subspecies label under its species
@@ -202,8 +261,10 @@ def kept_classes(
         linked = taxonomy.get(label.scientific_name)
         if listed is not None:
             names = {normalise(label.scientific_name)}
-            if linked is not None and linked.canonicalName:
-                names.add(normalise(linked.canonicalName))  # the list may use GBIF's accepted spelling
+            if linked is not None and linked.canonicalName and linked.exact:
+                # The list may use GBIF's accepted spelling; not a species or genus the offline
+                # taxonomy took in the label's place, which would stand for other species too.
+                names.add(normalise(linked.canonicalName))
             hits = names & listed.keys.keys()
             matched |= hits
             mask[i] = bool(hits)
@@ -253,7 +314,7 @@ def plan_for(
         if taxon is not None and not taxonomy:
             unlinked.append(model.name)
             excluded[model.name] = (
-                f"no GBIF taxonomy to filter on: run python -m app link-gbif --model {model.name}"
+                f"no taxonomy to filter on: run python -m app link-gbif --model {model.name}"
             )
             continue
         mask, found = kept_classes(model, taxonomy, taxon, listed)

@@ -5,12 +5,14 @@ the classes it may list, and what the place did (``GeoOutcome``).
 - the taxon/list filters keep some classes and renormalise them (they sum to 1: the probability
   of each *given that it is one of the kept species*); the background class keeps its raw value;
 - the place (``geo``): ``prior`` (the default) weighs each species by how often GBIF has recorded
-  it in the place's grid cell (``app.enrich.geo``: one occurrence search per cell, cached), and
-  demotes an unrecorded one by the floor weight, never removes it; ``filter`` keeps only the
-  recorded species, and when that removes the photos' best species the answer names its nearest
-  ancestor that has recorded species; ``off`` ignores the place.
+  it in the place's grid cell (``app.enrich.geo``: one occurrence search per cell, cached, or a
+  range table built from a GBIF download, per ``GEO_PRIOR_SOURCE``), and demotes an unrecorded
+  one by the floor weight, never removes it; ``filter`` keeps only the recorded species, and when
+  that removes the photos' best species the answer names its nearest ancestor that has recorded
+  species; ``off`` ignores the place.
 
-Neither is ever a failure: GBIF down or slow gives the answer without the place, saying why.
+Neither is ever a failure: GBIF down or slow, or the range table missing, gives the answer
+without the place, saying why.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import numpy.typing as npt
 
 from app.core import Label
 from app.enrich.gbif import CacheState
-from app.enrich.geo import Cell, GeoPrior, GeoUnavailable, blend
+from app.enrich.geo import Cell, GeoPrior, GeoSource, GeoUnavailable, LabelIndex, blend, label_match
 from app.enrich.taxonomies import Taxonomy
-from app.enrich.taxonomy import ROLLUP_RANKS, Rollup
+from app.enrich.taxonomy import ROLLUP_RANKS, Rollup, same_place
 from app.identification.plan import Mask, Plan, species_mask
 from app.identification.request import GeoMode, Place
 from app.models.registry import LoadedModel
@@ -42,13 +44,15 @@ class GeoOutcome:
     status: GeoStatus
     reason: str | None = None
     cell: Cell | None = None
-    cell_records: int | None = None  # GBIF's records in the cell, all species
-    cache: CacheState | None = None
+    cell_records: int | None = None  # the records in the cell, all species
+    cache: CacheState | None = None  # GBIF's cache; None for a range table
     weights: npt.NDArray[np.float64] | None = None  # per class of the model: the prior's w(n)
     records: npt.NDArray[np.int64] | None = None  # per class: its records in the cell
     mode: GeoMode = "prior"
     # geo=filter: per class, recorded in the cell (what the filter keeps); None in prior mode
     recorded: npt.NDArray[np.bool_] | None = None
+    source: GeoSource | None = None  # where the counts came from (asked for, or applied)
+    months: tuple[int, ...] = ()  # the months counted; () = every month
 
     @classmethod
     def not_requested(cls, place_given: bool, mode: GeoMode = "prior") -> GeoOutcome:
@@ -72,6 +76,21 @@ class GeoOutcome:
 class GeoWeighting:
     def __init__(self, prior: GeoPrior) -> None:
         self.prior = prior
+        # Per model's labels and taxonomy (both shared, replaced when re-read): what each label is
+        # looked up by, worked out once rather than per photo (normalising 1,000 names costs ms).
+        self._indexed: dict[tuple[int, int], tuple[list[Label], Taxonomy, LabelIndex]] = {}
+
+    def _index(self, labels: list[Label], taxonomy: Taxonomy) -> LabelIndex:
+        known = self._indexed.get((id(labels), id(taxonomy)))
+        if known is not None and known[0] is labels and known[1] is taxonomy:
+            return known[2]
+        index = LabelIndex(
+            [label_match(label.scientific_name, taxonomy.get(label.scientific_name)) for label in labels]
+        )
+        if len(self._indexed) >= 32:  # models x taxonomy re-reads: a handful; never unbounded
+            self._indexed.clear()
+        self._indexed[(id(labels), id(taxonomy))] = (labels, taxonomy, index)
+        return index
 
     async def apply(
         self,
@@ -87,33 +106,38 @@ class GeoWeighting:
         """The species re-weighted (prior) or kept when recorded (filter), renormalised among
         themselves to the probability they held: the background class (no GBIF key) keeps its
         probability and is neither favoured nor demoted. A filter that keeps nothing leaves
-        every species at 0 (the caller says ``filtered_out``)."""
-        if not taxonomy:
+        every species at 0 (the caller says ``filtered_out``). GBIF's counts are by species key,
+        so they need the model's taxonomy; a range table's are by key and by name, so a model
+        without one is matched by its labels' names."""
+        source = self.prior.source
+        if source == "off":
+            reason = "GEO_PRIOR_SOURCE=off: the place is not weighed"
+            return probabilities, GeoOutcome("off", reason, mode=mode)
+        index = self._index(labels, taxonomy)
+        # GBIF is asked by species key: a model none of whose labels has one (no taxonomy, or an
+        # NCBI one alone) gets nothing from it.
+        if source == "gbif" and not index.linked.any():
             return probabilities, GeoOutcome(
                 "not_linked",
                 "the model's labels are not linked to GBIF: run `python -m app link-gbif`",
                 mode=mode,
+                source=source,
             )
         nearby = await self.prior.counts(lat, lon, month)
         if isinstance(nearby, GeoUnavailable):
-            return probabilities, GeoOutcome("unavailable", nearby.reason, mode=mode)
-        keys = [
-            taxon.species_key if (taxon := taxonomy.get(label.scientific_name)) is not None else None
-            for label in labels
-        ]
-        weighed = self.prior.weigh(nearby, keys)
+            return probabilities, GeoOutcome("unavailable", nearby.reason, mode=mode, source=source)
+        records, known = index.records(nearby)
+        weighed = self.prior.weigh_known(records, known)
         weights = weighed.weights.copy()
-        linked = [i for i in range(len(keys)) if keys[i] is not None]
-        if weighed.unlinked and linked:  # nothing is known of them: the linked species' mean
-            weights[list(weighed.unlinked)] = float(weights[linked].mean())
-        records = np.array([nearby.counts.get(key, 0) if key is not None else 0 for key in keys], np.int64)
+        if weighed.unlinked and known.any():  # nothing is known of them: the linked species' mean
+            weights[~known] = float(weights[known].mean())
         species = np.ones(len(labels), dtype=bool)
         if background_index is not None:
             species[background_index] = False
         weighted = np.array(probabilities, dtype=np.float32)
         recorded = None
         if mode == "filter":
-            # Only what GBIF has records of here; an unlinked label cannot show any, so it goes.
+            # Only what has records here; an unlinked label cannot show any, so it goes.
             recorded = (records > 0) & species
             kept = recorded[species].astype(np.float64)
             # The prior's rule with 1/0 weights; where nothing recorded holds any probability,
@@ -131,6 +155,8 @@ class GeoWeighting:
             records,
             mode=mode,
             recorded=recorded,
+            source=nearby.source,
+            months=nearby.months,
         )
         return weighted, outcome
 
@@ -237,13 +263,15 @@ def recorded_ancestor(
         under = [
             int(i)
             for i in indices
-            if (t := taxonomy.get(labels[i].scientific_name)) is not None and t.at(rank) == place
+            if (t := taxonomy.get(labels[i].scientific_name)) is not None and same_place(t, linked, rank)
         ]
         if any(allowed[i] for i in under):
             reason = (
-                f"geo=filter: {top}, the photos' best species ({float(vision[best]):.3f}), has no GBIF "
+                f"geo=filter: {top}, the photos' best species ({float(vision[best]):.3f}), has no "
                 f"record in the cell; {rank} {place[0]} has recorded species there"
             )
             score = min(float(vision[under].sum(dtype=np.float64)), 1.0)
-            return Rollup(rank=rank, name=place[0], usageKey=place[1], score=score, reason=reason)
+            return Rollup(
+                rank=rank, name=place[0], usageKey=place[1], score=score, reason=reason, source=linked.source
+            )
     return None

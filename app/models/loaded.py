@@ -19,6 +19,22 @@ from app.models.scope import ModelScope
 ModelState = Literal["pending", "loading", "ready", "missing", "failed"]
 
 
+@dataclass(frozen=True, slots=True)
+class TaxonomyFiles:
+    """A classifier's taxonomy files, per label: link-gbif's where it has the label, else the
+    shipped offline one (NCBI). Either may be absent."""
+
+    linked: Path | None
+    offline: Path | None
+
+    @classmethod
+    def of(cls, linked: Path | None, offline: Path | None) -> TaxonomyFiles | Path | None:
+        """Just the path when there is one file (what an index or a test hands over)."""
+        if offline is None:
+            return linked
+        return cls(linked, offline)
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
@@ -29,9 +45,10 @@ class LoadedModel:
     labels: list[Label] = field(default_factory=list)
     load_seconds: float | None = None
     sha256: str | None = None  # of what was loaded; an index records its embedder's
-    # Where link-gbif writes this model's taxonomy (resolved against the manifest); the enrich
-    # side reads it, the registry never does.
-    taxonomy_path: Path | None = None
+    # Where this model's taxonomy is (resolved against the manifest): link-gbif's file, or that
+    # over the shipped offline one (``TaxonomyFiles``). The enrich side reads it, the registry
+    # never does.
+    taxonomy_path: TaxonomyFiles | Path | None = None
     batcher: MicroBatcher | None = None  # SavedModels: concurrent requests share one call
     input: InputSpec | None = None  # what to decode to: the spec's, or a head's embedder's
     file_mtime_ns: int | None = None  # a reload reloads an entry whose file changed

@@ -16,7 +16,7 @@ from app.models.backends.base import Backend, BackendError, FeatureBackend
 from app.models.batcher import MicroBatcher
 from app.models.checksum import tree_sha256
 from app.models.labels import Label, load_labels
-from app.models.loaded import LoadedModel
+from app.models.loaded import LoadedModel, TaxonomyFiles
 from app.models.manifest import Manifest, ModelSpec
 from app.models.scope import ModelScope, load_calibration
 
@@ -54,7 +54,10 @@ def load_entry(
         if not _locate(model, manifest):
             return
         model.labels = _labels(spec, manifest)
-        model.taxonomy_path = manifest.resolve(spec.taxonomy, spec) if spec.taxonomy else None
+        model.taxonomy_path = TaxonomyFiles.of(
+            manifest.resolve(spec.taxonomy, spec) if spec.taxonomy else None,
+            manifest.resolve(spec.offline_taxonomy, spec) if spec.offline_taxonomy else None,
+        )
         if spec.embedder is not None:
             model.backend = _open_head(model, embedders.get(spec.embedder))
         else:

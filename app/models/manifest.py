@@ -54,6 +54,9 @@ class ModelSpec(BaseModel):
     labels: str | None = None  # csv (id,name[,common_name]) or txt, one class per line
     common_names: str | None = None  # txt, "Scientific name (Common Name)" per line
     taxonomy: str | None = None  # GBIF taxonomy per label, written by `python -m app link-gbif`
+    # NCBI taxonomy per label, shipped (`python -m app build-taxonomy` writes it, offline): what
+    # the labels are classified by where `taxonomy` is missing or lacks the label.
+    offline_taxonomy: str | None = None
     background_index: int | None = Field(default=None, ge=0)
     input: InputSpec = InputSpec()
     output: Literal["probabilities", "logits", "features"] = "probabilities"

@@ -205,10 +205,15 @@ function percent(score) {
   return score >= 0.995 ? "100%" : score < 0.01 ? "<1%" : `${Math.round(score * 100)}%`;
 }
 
-function gbifLink(key, text) {
+// A taxon's page in the taxonomy its key is of: GBIF's (link-gbif; files without a source are
+// GBIF's) or NCBI's (the shipped offline taxonomy), whose taxids are no GBIF keys.
+function taxonLink(key, source) {
   const a = document.createElement("a");
-  a.href = `https://www.gbif.org/species/${encodeURIComponent(key)}`;
-  a.textContent = text;
+  const ncbi = source === "ncbi";
+  a.href = ncbi
+    ? `https://www.ncbi.nlm.nih.gov/Taxonomy/Browser/wwwtax.cgi?id=${encodeURIComponent(key)}`
+    : `https://www.gbif.org/species/${encodeURIComponent(key)}`;
+  a.textContent = ncbi ? "NCBI" : "GBIF";
   a.rel = "noopener";
   a.target = "_blank";
   return a;
@@ -225,7 +230,8 @@ function nameNodes(result) {
     sci.textContent = result.scientific_name;
     span.append(sci);
   }
-  if (result.taxonomy && result.taxonomy.usageKey) span.append(gbifLink(result.taxonomy.usageKey, "GBIF"));
+  const taxon = result.taxonomy;
+  if (taxon && taxon.usageKey) span.append(taxonLink(taxon.usageKey, taxon.source));
   return span;
 }
 
@@ -262,7 +268,7 @@ function showRollup(rollup) {
   const name = document.createElement("em");
   name.textContent = rollup.name;
   box.append(name, ` (${percent(rollup.score)})`);
-  if (rollup.usageKey) box.append(" ", gbifLink(rollup.usageKey, "GBIF"));
+  if (rollup.usageKey) box.append(" ", taxonLink(rollup.usageKey, rollup.source));
 }
 
 function showResults(results, photoCount, nearby = false) {

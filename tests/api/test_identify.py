@@ -407,7 +407,7 @@ def reranked(geo: GeoServer) -> Reranked:
     vision = ok(identify(geo.base_url, SWALLOWTAIL_PAIR, top_k=100))
     assert vision["geo"] == {"status": "not_requested", "reason": "no lat/lon given", "cell": None,
                              "cell_records": None, "cache": None, "mode": "prior",
-                             "recorded_species": None}  # fmt: skip
+                             "recorded_species": None, "source": None, "months": None}  # fmt: skip
     assert sum(fake.occurrence_hits.values()) == 0  # no place, no upstream call
     first, second = (r["scientific_name"] for r in vision["results"][:2])
     assert {first, second} == {"Heraclides rumiko", "Heraclides cresphontes"}, (first, second)
@@ -447,6 +447,7 @@ def test_the_geo_prior_reranks_close_species_by_what_gbif_recorded_there(geo, re
         "status": "applied", "reason": None,
         "cell": {"south": 40.0, "north": 41.0, "west": -76.0, "east": -75.0, "month": 6},
         "cell_records": sum(records.values()), "cache": "miss", "mode": "prior", "recorded_species": None,
+        "source": "gbif", "months": [6],
     }  # fmt: skip
     assert fake.occurrence_hits == {reranked.cell: 1}
     query = fake.occurrence_queries[0]

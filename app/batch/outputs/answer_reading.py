@@ -92,7 +92,8 @@ def named_taxon(answer: Mapping[str, Any] | None) -> NamedTaxon | None:
             rank=rank,
             probability=_probability(rollup.get("score")),
             model=_text(answer.get("model")) or (_text(top.get("model")) if top is not None else None),
-            taxon_id=f"{GBIF_SPECIES}{key}" if key is not None else None,
+            # The rollup's key is of its source's taxonomy (NCBI's offline one, or GBIF's).
+            taxon_id=taxon_id({"source": rollup.get("source"), "usageKey": key}) if key is not None else None,
             higher=higher,
             rollup=True,
         )
