@@ -28,6 +28,7 @@ Never raising: a missing file, one that is not a range table, or an SQLite error
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -76,21 +77,16 @@ class RangeTable:
         self._said: str | None = None
 
     def cached(self, lat: float, lon: float, month: int | None) -> NearbyCounts | None:
-        """The cell's counts from memory, or None; never touches the database (an event loop
-        calls it). At most once a second, a stat sees whether the file was replaced."""
+        """The cell's counts from memory, or None; never touches the disk (an event loop calls
+        it). Once a second it answers None, so that a worker thread's ``lookup`` sees whether the
+        file was replaced (a stat: disk work, kept off the loop)."""
         size = self.cell_deg
         if size is None:
             return None
         now = time.monotonic()
         if now - self._checked > _RECHECK_S:
             self._checked = now
-            try:
-                replaced = _identity(self.path) != self._opened
-            except OSError:
-                replaced = True
-            if replaced:
-                self._forget()
-                return None
+            return None
         key = (*cell_index(lat, lon, size), month)
         with self._cache_lock:
             found = self._cache.get(key)
@@ -169,6 +165,8 @@ class RangeTable:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}, not {FORMAT!r}")
             cell_deg = float(meta["cell_deg"])
+            if not (math.isfinite(cell_deg) and 0 < cell_deg <= 90):
+                raise ValueError(f"cells of {meta['cell_deg']} degrees")
             db.execute("SELECT species_key, name FROM species LIMIT 1").fetchall()
             db.execute("SELECT cell_lat, cell_lon, month, species, n FROM counts LIMIT 1").fetchall()
         except (sqlite3.Error, KeyError, ValueError) as exc:

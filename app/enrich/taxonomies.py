@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 Taxonomy = dict[str, Taxon]  # scientific name -> its taxon (GBIF's or NCBI's)
 
 
+# One empty taxonomy for every model without one: what is derived from a taxonomy is cached by
+# the dict's identity (the filter's index, the prior's label match), so a new {} per call would
+# rebuild it for every photo. Never mutated.
+_NONE: Taxonomy = {}
+
+
 class TaxonomyBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -34,14 +40,14 @@ class TaxonomyBook:
     def get(self, where: TaxonomyFiles | Path | None) -> Taxonomy:
         """Blocking (a stat per file, and a read when one changed); cheap when none did."""
         if where is None:
-            return {}
+            return _NONE
         if isinstance(where, Path):
             return self._file(where, "run `python -m app link-gbif`")[1]
-        linked = self._file(where.linked, None) if where.linked is not None else (None, {})
+        linked = self._file(where.linked, None) if where.linked is not None else (None, _NONE)
         offline = (
             self._file(where.offline, "run `python -m app build-taxonomy`")
             if where.offline is not None
-            else (None, {})
+            else (None, _NONE)
         )
         stamp = (linked[0], offline[0])
         known = self._merged.get(where)
@@ -62,7 +68,7 @@ class TaxonomyBook:
             if hint is not None and path not in self._warned:
                 self._warned.add(path)
                 log.warning("taxonomy %s missing: results carry none from it; %s", path, hint)
-            return None, {}
+            return None, _NONE
         known = self._loaded.get(path)
         if known is not None and known[0] == mtime:
             return known

@@ -181,7 +181,7 @@ def resolve_taxon(query: str, taxonomies: Mapping[str, Taxonomy]) -> ResolvedTax
         index = _index(taxonomy)
         places = (
             index.by_key.get(int(text), [])
-            if text.isdigit()
+            if text.isascii() and text.isdigit()
             else index.by_name.get(normalise(canonical_kingdom(text)), [])
         )
         for place in places:

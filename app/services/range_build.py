@@ -297,7 +297,9 @@ class Tally:
         self._codes.append(codes)
         self._counts.append(counts)
         self._pending += len(codes)
-        if self._pending > _COMPACT_AT:
+        # Merged when what came since the last merge outgrows the merged tally itself (or the
+        # floor): each entry is merged O(log n) times, not once per batch of a big download.
+        if self._pending > max(_COMPACT_AT, len(self._codes[0]) if len(self._codes) > 1 else 0):
             self._compact()
 
     def _compact(self) -> None:
@@ -305,7 +307,7 @@ class Tally:
             return
         codes, inverse = np.unique(np.concatenate(self._codes), return_inverse=True)
         counts = np.bincount(inverse, weights=np.concatenate(self._counts)).astype(np.int64)
-        self._codes, self._counts, self._pending = [codes], [counts], len(codes)
+        self._codes, self._counts, self._pending = [codes], [counts], 0
 
 
 # --- text: SIMPLE_CSV and Darwin Core Archives -------------------------------------------------

@@ -378,13 +378,16 @@ function geoLine(geo, where) {
   const place = `${where.lat}, ${where.lon}`;
   if (geo.status === "applied") {
     const cell = geo.cell;
-    const month = cell && cell.month ? ` in ${MONTHS[cell.month - 1]}` : "";
-    const records = geo.cell_records ? `${geo.cell_records} GBIF records there` : "no GBIF records there: no change";
-    return `Where and when: species re-ranked by what GBIF has recorded near ${place}${month} (${records}).`;
+    // The range table counts the month and its neighbours (geo.months); GBIF's search, the month.
+    const months = geo.months && geo.months.length ? geo.months : cell && cell.month ? [cell.month] : [];
+    const month = months.length ? ` in ${months.map((m) => MONTHS[m - 1]).join(", ")}` : "";
+    const from = geo.source === "table" ? "the range table (GBIF records)" : "GBIF";
+    const records = geo.cell_records ? `${geo.cell_records} records there` : "no records there: no change";
+    return `Where and when: species re-ranked by what ${from} has recorded near ${place}${month} (${records}).`;
   }
   const reasons = {
     not_requested: "not used",
-    unavailable: "not used: GBIF could not be asked",
+    unavailable: "not used: the records could not be read",
     not_linked: "not used: this model's species are not linked to GBIF",
   };
   const reason = geo.reason ? ` (${geo.reason})` : "";

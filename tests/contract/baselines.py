@@ -110,7 +110,11 @@ def classic_cases() -> list[Case]:
 
 def classic_manifest(folder: Path) -> Path:
     """The real birds and insects models as volumes/models/models.toml declares them (scope tensors
-    and shipped calibrations), no linked taxonomy."""
+    and shipped calibrations), without a taxonomy: neither link-gbif's nor the shipped offline
+    one, as at d040904, when no answer carried one. With the shipped manifest the same answers
+    also carry each result's `taxonomy` (`source: ncbi`) and, where no species reaches the
+    threshold, a `rollup`: values where these have null, nothing else changed
+    (tests/enrich/test_offline_identify.py)."""
     entries = [with_scope(aiy_entry(*BIRDS)), with_scope(aiy_entry(*INSECTS))]
     return write_manifest(folder / "models.toml", entries)
 

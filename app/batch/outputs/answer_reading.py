@@ -64,12 +64,18 @@ def named_taxon(answer: Mapping[str, Any] | None) -> NamedTaxon | None:
     top = results[0] if results else None
     if top is not None and not answer.get("no_match") and top.get("scientific_name"):
         taxonomy = _mapping(top.get("taxonomy"))
+        name = str(top["scientific_name"])
+        # A taxonomy that fell back to the label's species or genus (the offline NCBI one, for a
+        # name NCBI lacks) describes that taxon, not the label: its higher ranks hold, its rank
+        # and id would mislabel the name published.
+        exact = taxonomy.get("matchType") in (None, "EXACT")
+        rank = str(taxonomy["rank"]).lower() if exact and taxonomy.get("rank") else None
         return NamedTaxon(
-            scientific_name=str(top["scientific_name"]),
-            rank=str(taxonomy["rank"]).lower() if taxonomy.get("rank") else "species",
+            scientific_name=name,
+            rank=rank or ("subspecies" if len(name.split()) == 3 else "species"),
             probability=_probability(top.get("score")),
             model=_text(top.get("model")) or _text(answer.get("model")),
-            taxon_id=taxon_id(taxonomy),
+            taxon_id=taxon_id(taxonomy) if exact else None,
             vernacular=_text(top.get("common_name")),
             higher={r: str(taxonomy[r]) for r in HIGHER_RANKS if taxonomy.get(r)},
         )
