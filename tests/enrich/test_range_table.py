@@ -157,14 +157,16 @@ def test_a_file_that_is_no_range_table_is_unavailable(tmp_path, content):
 
 
 def test_a_rebuilt_table_is_read_without_a_restart(table, tmp_path, monkeypatch):
-    monkeypatch.setattr(range_table, "_RECHECK_S", 0.0)
     reader = RangeTable(table, 1.0)
     assert found(reader.lookup(*LONDON, 6)).names == {"papilio machaon": 2, "vanessa cardui": 1}
     assert found(reader.cached(*LONDON, 6)).names["papilio machaon"] == 2  # type: ignore[arg-type]
     time.sleep(0.01)  # a new mtime even where the clock is coarse
     more = [Occurrence.of("Papilio machaon", None, *LONDON, 6)] * 9
     build_range_table(write_simple_csv(tmp_path / "more.csv", more), table, 1.0)
-    assert reader.cached(*LONDON, 6) is None  # the file changed: memory forgotten
+    monkeypatch.setattr(range_table, "_RECHECK_S", 0.0)  # time for the once-a-second check
+    # The event loop's read touches no disk: it hands the cell to a worker thread's lookup ...
+    assert reader.cached(*LONDON, 6) is None
+    # ... whose stat sees the new file, and memory of the old one is forgotten.
     assert found(reader.lookup(*LONDON, 6)).names == {"papilio machaon": 9}
     reader.close()
 
