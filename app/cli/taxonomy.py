@@ -4,7 +4,7 @@ files shipped beside the manifest."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -26,15 +26,16 @@ def build_taxonomy(
 ) -> None:
     """Classify every label by NCBI Taxonomy (offline: taxoniq's snapshot), one JSON line per label.
 
-    A name NCBI lacks falls back to its species, then its genus; each line says which. Rerun it
-    when a label map changes: the same snapshot gives the same files.
+    A name NCBI lacks falls back to its species, then its genus, then the class (or kingdom) all
+    the model's species share; each line says which. Rerun it when a label map changes: the same
+    snapshot gives the same files.
     """
     require_extra("taxoniq", "taxonomy", "build-taxonomy")
     from tqdm import tqdm
 
     from app.errors import ServiceError
     from app.models.manifest import ManifestError
-    from app.services.ncbi_taxonomy import Ncbi, build, targets
+    from app.services.ncbi_taxonomy import Match, Ncbi, build, targets
 
     config = settings()
     try:
@@ -53,7 +54,7 @@ def build_taxonomy(
                 report = build(target, ncbi, lambda: shown.update(1))
             except ManifestError as exc:
                 raise fail(str(exc)) from exc
-        counts = ", ".join(f"{report.counts[m]} {m}" for m in ("exact", "species", "genus", "none"))
+        counts = ", ".join(f"{report.counts[m]} {m}" for m in get_args(Match))
         typer.echo(f"{report.out}: {len(target.names)} labels: {counts} ({report.bytes} bytes)")
         for name in report.unresolved:
             typer.echo(f"  unresolved: {name}")

@@ -8,10 +8,12 @@ the files it writes are tracked, and the server and the image read them, never t
 
 Each label is looked up by its exact scientific name; a name NCBI lacks (most are subspecies,
 ``Ardea herodias occidentalis``, or names NCBI files under another genus) falls back to its
-species (the first two words), then to its genus (the first word), and the line says which
-(``matchType`` EXACT, FALLBACK_SPECIES or FALLBACK_GENUS, and ``fallback`` in words); a label
-none of them finds gets a line with ``matchType`` NONE and no taxon. A hybrid (``A x B``, with
-the multiplication sign) skips the species step: either parent would be a guess.
+species (the first two words), then to its genus (the first word), then to the deepest rank
+of the model's scope (below: the class Aves for the birds), and the line says which
+(``matchType`` EXACT, FALLBACK_SPECIES, FALLBACK_GENUS or FALLBACK_SCOPE, and ``fallback`` in
+words); so every label has a lineage. NONE (no taxon) is left for a model with no scope. A
+hybrid (``A x B``, with the multiplication sign) skips the species step: either parent would be
+a guess.
 
 NCBI's name index holds one taxon per name, and a genus name can be a plant's and an animal's
 (``Mimulus``: monkeyflowers and a crab). A fallback is only taken inside the model's scope: the
@@ -42,11 +44,12 @@ from app.models.manifest import Manifest, ModelSpec, set_entry_field
 from app.models.registry import read_manifests
 from app.settings import ModelSettings
 
-Match = Literal["exact", "species", "genus", "none"]
+Match = Literal["exact", "species", "genus", "scope", "none"]
 MATCH_TYPES: dict[Match, str] = {
     "exact": "EXACT",
     "species": "FALLBACK_SPECIES",
     "genus": "FALLBACK_GENUS",
+    "scope": "FALLBACK_SCOPE",
     "none": "NONE",
 }
 TAXONOMY_FOLDER = "taxonomy"  # beside the manifest: <model>.ncbi.jsonl
@@ -176,6 +179,11 @@ def resolve(
         homonyms = [g for g in ncbi.genera_named(words[0]) if g.in_scope(scope)]
         if homonyms:
             return "genus", homonyms[0]
+    # Last, what every species of the model is (class Aves for the birds): a lineage as far as
+    # it is known, so that every label rolls up and filters at the ranks above its genus.
+    for rank in reversed(SCOPE_RANKS):
+        if rank in scope and (shared := ncbi.by_name(scope[rank])) is not None:
+            return "scope", shared
     return "none", None
 
 
@@ -186,6 +194,10 @@ def fallback_words(label: str, match: Match, taxon: NcbiTaxon | None) -> str | N
     if taxon is None:
         above = "its species nor its genus" if len(label.split()) > 2 else "its genus"
         return f"{label} is {what}, nor is {above}"
+    if match == "scope":
+        above = "its species nor its genus" if len(label.split()) > 2 else "its genus"
+        shared = f"the {taxon.rank} {taxon.name} all the model's species share"
+        return f"{label} is {what}, nor is {above}: {shared}"
     step = "its species" if match == "species" else "its genus"
     rank = "" if taxon.rank in ("species", "genus") else f" (a {taxon.rank} in NCBI)"
     return f"{label} is {what}: {step} {taxon.name}{rank}"
@@ -305,7 +317,7 @@ def build(target: BuildTarget, ncbi: Ncbi, progress: Callable[[], None] | None =
     for item in classify(target.names, ncbi, progress):
         match: Match = next(m for m, word in MATCH_TYPES.items() if word == item.matchType)
         report.counts[match] += 1
-        if item.taxon is None:
+        if match in ("scope", "none"):  # neither its species nor its genus found: worth a look
             report.unresolved.append(item.name)
         lines.append(item.model_dump_json(by_alias=True, exclude_none=True) + "\n")
     target.out.parent.mkdir(parents=True, exist_ok=True)
