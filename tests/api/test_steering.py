@@ -150,7 +150,7 @@ def test_a_taxon_filter_that_keeps_the_top_species_renormalises_over_the_kept(st
     assert names(plain)[0] == names(body)[0] == "Danaus plexippus"
     order_key = steered.taxa["Danaus plexippus"]["orderKey"]
     filters = body["filters"]
-    assert filters["taxon"] == {"key": order_key, "name": "Lepidoptera", "rank": "order"}
+    assert filters["taxon"] == {"key": order_key, "name": "Lepidoptera", "rank": "order", "source": "gbif"}
     assert filters["kept_classes"] == len(lepidoptera) and filters["species_list"] is None
     assert filters["kept_mass"] == pytest.approx(plain["results"][0]["score"], abs=1e-6)  # the rest hold 0
     assert set(names(body)) <= lepidoptera and body["no_match"] is False
@@ -200,7 +200,12 @@ def test_a_taxon_filter_that_removes_the_top_species_says_how_little_it_kept(ste
     body = ok(identify(steered.base_url, [MONARCHS[0]], taxon="Vanessa", top_k=10))
     assert set(names(body)) <= vanessa & set(names(classified))  # kept, and given probability
     assert body["results"] == []
-    assert body["filters"]["taxon"] == {"key": genus_key, "name": "Vanessa", "rank": "genus"}
+    assert body["filters"]["taxon"] == {
+        "key": genus_key,
+        "name": "Vanessa",
+        "rank": "genus",
+        "source": "gbif",
+    }
     assert body["filters"]["kept_classes"] == len(vanessa) == 8
     assert 0.0 < body["filters"]["kept_mass"] < 0.001
     assert body["no_match"] is True and body["no_match_reason"] == "filtered_out"
@@ -378,7 +383,7 @@ def test_geo_off_prior_and_filter_give_three_explained_rankings_for_one_observat
     assert sum(r["score"] for r in filtered["results"]) + third_holds == pytest.approx(1.0, abs=1e-3)
     rollup = filtered["rollup"]
     assert (rollup["rank"], rollup["name"]) == ("genus", "Heraclides")
-    assert first in rollup["reason"] and "no GBIF record" in rollup["reason"]
+    assert first in rollup["reason"] and "has no record in the cell" in rollup["reason"]
     assert rollup["score"] == pytest.approx(
         seen[first]["vision_score"] + seen[second]["vision_score"], rel=1e-3
     )

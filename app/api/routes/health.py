@@ -29,7 +29,9 @@ async def live() -> Liveness:
 )
 async def ready(registry: RegistryDep, settings: SettingsDep, index: IndexStoreDep) -> JSONResponse:
     states = {entry.spec.name: entry.state for entry in registry.entries()}
-    if registry.loading_done and index.stale:  # built or replaced since: say what is there now
+    if registry.loading_done:
+        # Built or replaced since, or still being loaded by the start-up thread (whose refresh
+        # holds the store's lock): what is there now, never the state from before the load.
         await asyncio.to_thread(index.refresh)
     note = _index_note(index)
     if registry.is_ready(require_all=settings.models.require_all):
